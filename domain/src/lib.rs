@@ -1,0 +1,12 @@
+//! RUIZHU domain: business rules and persistence, one module per bounded context, plus the
+//! infrastructure adapters (database pool, cache) they share. Nothing here knows about GraphQL or
+//! HTTP; the GraphQL layer (`resolvers`), webhooks and workers all call into these functions.
+
+pub mod cache;
+pub mod catalog;
+pub mod db;
+pub mod error;
+pub mod money;
+pub mod schema;
+
+pub use error::{DomainError, DomainResult};

@@ -1,0 +1,88 @@
+//! Diesel table definitions, kept in step with `migrations/` (the migration test in
+//! `tests/catalog.rs` loads every table through these definitions, so drift fails a test).
+
+diesel::table! {
+    categories (id) {
+        id -> Unsigned<Bigint>,
+        parent_id -> Nullable<Unsigned<Bigint>>,
+        slug -> Varchar,
+        name_zh -> Varchar,
+        name_en -> Varchar,
+        position -> Integer,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    products (id) {
+        id -> Unsigned<Bigint>,
+        slug -> Varchar,
+        name_zh -> Varchar,
+        name_en -> Varchar,
+        description_zh -> Text,
+        description_en -> Text,
+        status -> Varchar,
+        rank_position -> Integer,
+        price_min_fen -> Bigint,
+        price_max_fen -> Bigint,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    product_categories (product_id, category_id) {
+        product_id -> Unsigned<Bigint>,
+        category_id -> Unsigned<Bigint>,
+    }
+}
+
+diesel::table! {
+    skus (id) {
+        id -> Unsigned<Bigint>,
+        product_id -> Unsigned<Bigint>,
+        code -> Varchar,
+        color -> Nullable<Varchar>,
+        size -> Nullable<Varchar>,
+        material -> Nullable<Varchar>,
+        price_fen -> Bigint,
+        stock -> Integer,
+        status -> Varchar,
+        position -> Integer,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    product_images (id) {
+        id -> Unsigned<Bigint>,
+        product_id -> Unsigned<Bigint>,
+        url -> Varchar,
+        alt -> Varchar,
+        position -> Integer,
+    }
+}
+
+diesel::table! {
+    product_tags (product_id, tag) {
+        product_id -> Unsigned<Bigint>,
+        tag -> Varchar,
+    }
+}
+
+diesel::joinable!(product_categories -> products (product_id));
+diesel::joinable!(product_categories -> categories (category_id));
+diesel::joinable!(skus -> products (product_id));
+diesel::joinable!(product_images -> products (product_id));
+diesel::joinable!(product_tags -> products (product_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    categories,
+    products,
+    product_categories,
+    skus,
+    product_images,
+    product_tags,
+);

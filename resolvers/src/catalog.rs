@@ -1,0 +1,530 @@
+//! Catalog context: the public product and category read path.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use domain::catalog::{
+    Catalog, CategoryTree, Product, ProductFilter, ProductKey, ProductSort, Sku,
+};
+
+use crate::error::{bad_input, internal};
+use crate::id;
+use crate::loaders::{
+    CategoriesByProduct, ImagesByProduct, Loaders, ProductById, SkusByProduct, TagsByProduct,
+    WholeCategoryTree,
+};
+use crate::money::Money;
+use crate::pagination::{decode_cursor, encode_cursor, page_size};
+
+/// A SKU with this many units or fewer is shown as `LOW_STOCK`.
+pub const LOW_STOCK_THRESHOLD: i32 = 3;
+/// Longest accepted search text, in characters.
+pub const MAX_SEARCH_CHARS: usize = 64;
+/// Most tags accepted in one filter.
+pub const MAX_FILTER_TAGS: usize = 10;
+
+fn loaders<'a>(ctx: &Context<'a>) -> &'a Loaders {
+    ctx.data_unchecked::<Loaders>()
+}
+
+async fn category_tree(ctx: &Context<'_>) -> async_graphql::Result<Arc<CategoryTree>> {
+    loaders(ctx)
+        .catalog
+        .load_one(WholeCategoryTree)
+        .await?
+        .ok_or_else(|| crate::ErrorCode::Internal.error("category tree missing"))
+}
+
+/// Catalog fields of `Query`.
+#[derive(Default)]
+pub struct CatalogQuery;
+
+/// Orderings of the product list.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[graphql(name = "ProductSort")]
+pub enum ProductOrder {
+    /// The brand's merchandising order.
+    #[default]
+    Featured,
+    /// Most recently added first.
+    Newest,
+    /// Lowest starting price first.
+    PriceAsc,
+    /// Highest starting price first.
+    PriceDesc,
+}
+
+impl ProductOrder {
+    fn domain(self) -> ProductSort {
+        match self {
+            ProductOrder::Featured => ProductSort::Featured,
+            ProductOrder::Newest => ProductSort::Newest,
+            ProductOrder::PriceAsc => ProductSort::PriceAsc,
+            ProductOrder::PriceDesc => ProductSort::PriceDesc,
+        }
+    }
+
+    fn tag(self) -> char {
+        match self {
+            ProductOrder::Featured => 'F',
+            ProductOrder::Newest => 'N',
+            ProductOrder::PriceAsc => 'A',
+            ProductOrder::PriceDesc => 'D',
+        }
+    }
+}
+
+/// Which products to list; every field is optional and they combine with AND.
+#[derive(InputObject, Debug, Default)]
+pub struct ProductFilterInput {
+    /// Only products in this category or any category below it.
+    pub category_id: Option<ID>,
+    /// Case-insensitive text contained in the Chinese or English name (at most 64 characters).
+    pub search: Option<String>,
+    /// Only products with a SKU priced at or above this amount, in fen.
+    pub min_price: Option<i64>,
+    /// Only products with a SKU priced at or below this amount, in fen.
+    pub max_price: Option<i64>,
+    /// Only products carrying every one of these tags (at most 10).
+    pub tags: Option<Vec<String>>,
+}
+
+impl ProductFilterInput {
+    async fn into_domain(self, ctx: &Context<'_>) -> async_graphql::Result<ProductFilter> {
+        let category_ids = match &self.category_id {
+            Some(raw) => {
+                let id = id::decode("Category", "filter.categoryId", raw)?;
+                Some(category_tree(ctx).await?.with_descendants(id))
+            }
+            None => None,
+        };
+        if let Some(text) = &self.search
+            && text.chars().count() > MAX_SEARCH_CHARS
+        {
+            return Err(bad_input(
+                "filter.search",
+                format!("at most {MAX_SEARCH_CHARS} characters"),
+            ));
+        }
+        for (name, value) in [
+            ("filter.minPrice", self.min_price),
+            ("filter.maxPrice", self.max_price),
+        ] {
+            if value.is_some_and(|v| v < 0) {
+                return Err(bad_input(name, "must not be negative"));
+            }
+        }
+        if let (Some(min), Some(max)) = (self.min_price, self.max_price)
+            && min > max
+        {
+            return Err(bad_input(
+                "filter.minPrice",
+                "must not exceed filter.maxPrice",
+            ));
+        }
+        let tags = self.tags.unwrap_or_default();
+        if tags.len() > MAX_FILTER_TAGS {
+            return Err(bad_input(
+                "filter.tags",
+                format!("at most {MAX_FILTER_TAGS} tags"),
+            ));
+        }
+        Ok(ProductFilter {
+            category_ids,
+            search: self.search,
+            min_price_fen: self.min_price,
+            max_price_fen: self.max_price,
+            tags,
+        })
+    }
+}
+
+crate::connection!(ProductConnection, ProductEdge, ProductNode, "products");
+
+/// Catalog reads.
+#[Object]
+impl CatalogQuery {
+    /// Published products, `first` (0–50, default 20) at a time after the cursor `after`.
+    async fn products(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 0–50; 20 when omitted.")] first: Option<i32>,
+        #[graphql(
+            desc = "Continue after this cursor (`pageInfo.endCursor` of the previous page)."
+        )]
+        after: Option<String>,
+        #[graphql(desc = "Which products; all published products when omitted.")] filter: Option<
+            ProductFilterInput,
+        >,
+        #[graphql(desc = "Ordering; `FEATURED` when null or omitted.")] sort: Option<ProductOrder>,
+    ) -> async_graphql::Result<ProductConnection> {
+        let sort = sort.unwrap_or_default();
+        let limit = page_size(first)?;
+        let after_key = match &after {
+            Some(cursor) => {
+                let (tag, value, id): (char, i64, u64) = decode_cursor(cursor)?;
+                if tag != sort.tag() {
+                    return Err(bad_input(
+                        "after",
+                        "cursor belongs to a different sort order",
+                    ));
+                }
+                Some(ProductKey { value, id })
+            }
+            None => None,
+        };
+        let filter = filter.unwrap_or_default().into_domain(ctx).await?;
+        let catalog = ctx.data_unchecked::<Catalog>();
+        // the count is a second query: run it only when the client selected the field
+        let total = if ctx.look_ahead().field("totalCount").exists() {
+            catalog
+                .count_products(&filter)
+                .await
+                .map_err(|e| internal(&e))?
+        } else {
+            0
+        };
+        let mut rows = if limit == 0 {
+            Vec::new()
+        } else {
+            catalog
+                .list_products(&filter, sort.domain(), after_key, limit + 1)
+                .await
+                .map_err(|e| internal(&e))?
+        };
+        let has_next = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        let items = rows
+            .into_iter()
+            .map(|p| {
+                let key = sort.domain().key_of(&p);
+                (
+                    encode_cursor(&(sort.tag(), key.value, key.id)),
+                    ProductNode(Arc::new(p)),
+                )
+            })
+            .collect();
+        Ok(ProductConnection::new(
+            items,
+            after.is_some(),
+            has_next,
+            total,
+        ))
+    }
+
+    /// A published product by id; null when there is none (or it is not published).
+    async fn product(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<ProductNode>> {
+        let id = id::decode("Product", "id", &id)?;
+        let product = loaders(ctx).catalog.load_one(ProductById(id)).await?;
+        Ok(product.filter(|p| p.is_published()).map(ProductNode))
+    }
+
+    /// The top-level categories, in display order; walk `children` for the rest of the tree.
+    async fn categories(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<CategoryNode>> {
+        let tree = category_tree(ctx).await?;
+        let roots = tree.children(None).map(|c| c.id).collect::<Vec<_>>();
+        Ok(roots
+            .into_iter()
+            .map(|id| CategoryNode {
+                tree: tree.clone(),
+                id,
+            })
+            .collect())
+    }
+
+    /// A category by id; null when there is none.
+    async fn category(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<CategoryNode>> {
+        let id = id::decode("Category", "id", &id)?;
+        let tree = category_tree(ctx).await?;
+        Ok(tree.get(id).is_some().then_some(CategoryNode { tree, id }))
+    }
+}
+
+/// A product (SPU): what customers browse. Prices and stock live on its SKUs.
+pub struct ProductNode(pub Arc<Product>);
+
+/// Lowest and highest SKU price of a product.
+#[derive(SimpleObject, Debug, Clone, Copy)]
+pub struct PriceRange {
+    /// Lowest SKU price.
+    pub min: Money,
+    /// Highest SKU price (equal to `min` when every SKU costs the same).
+    pub max: Money,
+}
+
+/// A product (SPU): what customers browse. Prices and stock live on its SKUs.
+#[Object(name = "Product")]
+impl ProductNode {
+    /// Opaque id.
+    async fn id(&self) -> ID {
+        id::encode("Product", self.0.id)
+    }
+
+    /// URL-friendly unique name, e.g. `lotus-tote`.
+    async fn slug(&self) -> &str {
+        &self.0.slug
+    }
+
+    /// Name in Chinese.
+    async fn name(&self) -> &str {
+        &self.0.name_zh
+    }
+
+    /// Name in English.
+    async fn name_en(&self) -> &str {
+        &self.0.name_en
+    }
+
+    /// Description in Chinese (plain text).
+    async fn description(&self) -> &str {
+        &self.0.description_zh
+    }
+
+    /// Description in English (plain text).
+    async fn description_en(&self) -> &str {
+        &self.0.description_en
+    }
+
+    /// Lowest and highest SKU price.
+    async fn price_range(&self) -> PriceRange {
+        PriceRange {
+            min: Money::cny(self.0.price_min_fen),
+            max: Money::cny(self.0.price_max_fen),
+        }
+    }
+
+    /// Sellable variants, in display order (inactive SKUs are left out).
+    async fn skus(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<SkuNode>> {
+        let skus = loaders(ctx)
+            .catalog
+            .load_one(SkusByProduct(self.0.id))
+            .await?;
+        Ok(skus
+            .iter()
+            .flat_map(|list| list.iter())
+            .filter(|s| s.status == domain::catalog::SKU_ACTIVE)
+            .cloned()
+            .map(SkuNode)
+            .collect())
+    }
+
+    /// Images, first one is the cover.
+    async fn images(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ProductImage>> {
+        let images = loaders(ctx)
+            .catalog
+            .load_one(ImagesByProduct(self.0.id))
+            .await?;
+        Ok(images
+            .iter()
+            .flat_map(|list| list.iter())
+            .map(|i| ProductImage {
+                url: i.url.clone(),
+                alt: i.alt.clone(),
+            })
+            .collect())
+    }
+
+    /// Categories the product is listed in.
+    async fn categories(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<CategoryNode>> {
+        let (ids, tree) = futures::try_join!(
+            loaders(ctx)
+                .catalog
+                .load_one(CategoriesByProduct(self.0.id)),
+            category_tree(ctx)
+        )?;
+        Ok(ids
+            .iter()
+            .flat_map(|list| list.iter())
+            .filter(|id| tree.get(**id).is_some())
+            .map(|&id| CategoryNode {
+                tree: tree.clone(),
+                id,
+            })
+            .collect())
+    }
+
+    /// Merchandising tags such as `new`, `bestseller`, `limited`.
+    async fn tags(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<String>> {
+        let tags = loaders(ctx)
+            .catalog
+            .load_one(TagsByProduct(self.0.id))
+            .await?;
+        Ok(tags.map(|t| t.as_ref().clone()).unwrap_or_default())
+    }
+
+    /// Whether at least one SKU can be bought now.
+    async fn available(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let skus = loaders(ctx)
+            .catalog
+            .load_one(SkusByProduct(self.0.id))
+            .await?;
+        Ok(skus.is_some_and(|list| list.iter().any(Sku::is_available)))
+    }
+}
+
+/// An image of a product on the CDN.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct ProductImage {
+    /// HTTPS URL of the image.
+    pub url: String,
+    /// Text alternative for screen readers.
+    pub alt: String,
+}
+
+/// How much of a SKU is left, without revealing exact stock.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockStatus {
+    /// Comfortably in stock.
+    InStock,
+    /// Only a few left (3 or fewer).
+    LowStock,
+    /// None left.
+    OutOfStock,
+}
+
+/// One attribute of a SKU, e.g. `{ name: "color", value: "墨黑 Black" }`.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct SkuAttribute {
+    /// `color`, `size` or `material`.
+    pub name: &'static str,
+    /// The value, as shown to customers.
+    pub value: String,
+}
+
+/// A sellable variant of a product (one colour, size and material).
+pub struct SkuNode(pub Sku);
+
+/// A sellable variant of a product (one colour, size and material).
+#[Object(name = "Sku")]
+impl SkuNode {
+    /// Opaque id.
+    async fn id(&self) -> ID {
+        id::encode("Sku", self.0.id)
+    }
+
+    /// The brand's article code, e.g. `RZ-001-11`.
+    async fn code(&self) -> &str {
+        &self.0.code
+    }
+
+    /// Colour; null when the product comes in one colour only.
+    async fn color(&self) -> Option<&str> {
+        self.0.color.as_deref()
+    }
+
+    /// Size; null for one-size products.
+    async fn size(&self) -> Option<&str> {
+        self.0.size.as_deref()
+    }
+
+    /// Material; null when not specified.
+    async fn material(&self) -> Option<&str> {
+        self.0.material.as_deref()
+    }
+
+    /// Colour, size and material as a list (only those that are set).
+    async fn attributes(&self) -> Vec<SkuAttribute> {
+        [
+            ("color", &self.0.color),
+            ("size", &self.0.size),
+            ("material", &self.0.material),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.clone().map(|value| SkuAttribute { name, value }))
+        .collect()
+    }
+
+    /// Price.
+    async fn price(&self) -> Money {
+        Money::cny(self.0.price_fen)
+    }
+
+    /// Whether it can be bought now.
+    async fn available(&self) -> bool {
+        self.0.is_available()
+    }
+
+    /// Stock level as customers see it.
+    async fn stock_status(&self) -> StockStatus {
+        match self.0.stock {
+            s if s <= 0 => StockStatus::OutOfStock,
+            s if s <= LOW_STOCK_THRESHOLD => StockStatus::LowStock,
+            _ => StockStatus::InStock,
+        }
+    }
+
+    /// The product this SKU belongs to; null if it is not published.
+    async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ProductNode>> {
+        let product = loaders(ctx)
+            .catalog
+            .load_one(ProductById(self.0.product_id))
+            .await?;
+        Ok(product.filter(|p| p.is_published()).map(ProductNode))
+    }
+}
+
+/// A node of the category tree.
+pub struct CategoryNode {
+    tree: Arc<CategoryTree>,
+    id: u64,
+}
+
+impl CategoryNode {
+    fn row(&self) -> &domain::catalog::Category {
+        // constructed only for ids present in the tree
+        self.tree
+            .get(self.id)
+            .unwrap_or_else(|| unreachable!("category node outside its tree"))
+    }
+}
+
+/// A node of the category tree.
+#[Object(name = "Category")]
+impl CategoryNode {
+    /// Opaque id.
+    async fn id(&self) -> ID {
+        id::encode("Category", self.id)
+    }
+
+    /// URL-friendly unique name, e.g. `handbags`.
+    async fn slug(&self) -> &str {
+        &self.row().slug
+    }
+
+    /// Name in Chinese.
+    async fn name(&self) -> &str {
+        &self.row().name_zh
+    }
+
+    /// Name in English.
+    async fn name_en(&self) -> &str {
+        &self.row().name_en
+    }
+
+    /// The category above; null for a top-level category.
+    async fn parent(&self) -> Option<CategoryNode> {
+        self.row().parent_id.map(|id| CategoryNode {
+            tree: self.tree.clone(),
+            id,
+        })
+    }
+
+    /// Categories directly below, in display order.
+    async fn children(&self) -> Vec<CategoryNode> {
+        self.tree
+            .children(Some(self.id))
+            .map(|c| CategoryNode {
+                tree: self.tree.clone(),
+                id: c.id,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,45 @@
+//! RUIZHU's GraphQL surface: one module per context (same names as in `domain`), plus the shared
+//! pieces every context uses — ids, pagination, error codes, DataLoaders and the observability
+//! extension. No HTTP here: `src/http` carries requests in and responses out.
+
+pub mod catalog;
+pub mod error;
+pub mod id;
+pub mod loaders;
+pub mod money;
+pub mod observe;
+pub mod pagination;
+pub mod system;
+
+use async_graphql::{EmptyMutation, MergedObject, MergedSubscription, Schema, SchemaBuilder};
+
+pub use error::ErrorCode;
+pub use loaders::Loaders;
+pub use observe::{Observe, OperationInfo};
+
+/// Every query root field, merged from the contexts.
+#[derive(MergedObject, Default)]
+pub struct Query(catalog::CatalogQuery);
+
+/// Every subscription root field, merged from the contexts.
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(system::SystemSubscription);
+
+/// The API schema type.
+pub type ApiSchema = Schema<Query, EmptyMutation, Subscription>;
+
+/// The schema with its types but no runtime data: the server adds data and extensions, the SDL
+/// export and the tests use it as is.
+pub fn schema_builder() -> SchemaBuilder<Query, EmptyMutation, Subscription> {
+    Schema::build(Query::default(), EmptyMutation, Subscription::default())
+}
+
+/// The schema without runtime data, e.g. to print its SDL.
+pub fn schema() -> ApiSchema {
+    schema_builder().finish()
+}
+
+/// The SDL committed as `schema.graphql`.
+pub fn sdl() -> String {
+    schema().sdl()
+}

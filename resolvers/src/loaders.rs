@@ -1,0 +1,138 @@
+//! DataLoaders, constructed in one place. Each key type names what it loads
+//! (`SkusByProduct(product_id)`), and each batch function is one call into `domain` with a slice
+//! of ids — so a page of 50 products costs one statement per nested list, not 50.
+//!
+//! The loaders live for the whole process and keep no cache of their own (values are cached by
+//! `domain::cache`, which knows how to invalidate them): concurrent requests batch together.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use domain::catalog::{Catalog, CategoryTree, Product, ProductImage, Sku};
+
+use crate::error::internal;
+
+/// A product by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProductById(pub u64);
+/// The SKUs of a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SkusByProduct(pub u64);
+/// The images of a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ImagesByProduct(pub u64);
+/// The category ids of a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CategoriesByProduct(pub u64);
+/// The tags of a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TagsByProduct(pub u64);
+/// The whole category tree (there is only one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WholeCategoryTree;
+
+/// Batch functions of the catalog context.
+pub struct CatalogLoader(pub Catalog);
+
+type Batch<K, V> = async_graphql::Result<HashMap<K, V>>;
+
+fn rekey<K, V>(map: HashMap<u64, V>, key: impl Fn(u64) -> K) -> HashMap<K, V>
+where
+    K: std::hash::Hash + Eq,
+{
+    map.into_iter().map(|(id, v)| (key(id), v)).collect()
+}
+
+impl Loader<ProductById> for CatalogLoader {
+    type Value = Arc<Product>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[ProductById]) -> Batch<ProductById, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        Ok(rekey(
+            self.0.products(&ids).await.map_err(|e| internal(&e))?,
+            ProductById,
+        ))
+    }
+}
+
+impl Loader<SkusByProduct> for CatalogLoader {
+    type Value = Arc<Vec<Sku>>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[SkusByProduct]) -> Batch<SkusByProduct, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        Ok(rekey(
+            self.0.skus(&ids).await.map_err(|e| internal(&e))?,
+            SkusByProduct,
+        ))
+    }
+}
+
+impl Loader<ImagesByProduct> for CatalogLoader {
+    type Value = Arc<Vec<ProductImage>>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[ImagesByProduct]) -> Batch<ImagesByProduct, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        Ok(rekey(
+            self.0.images(&ids).await.map_err(|e| internal(&e))?,
+            ImagesByProduct,
+        ))
+    }
+}
+
+impl Loader<CategoriesByProduct> for CatalogLoader {
+    type Value = Arc<Vec<u64>>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[CategoriesByProduct]) -> Batch<CategoriesByProduct, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        Ok(rekey(
+            self.0.category_ids(&ids).await.map_err(|e| internal(&e))?,
+            CategoriesByProduct,
+        ))
+    }
+}
+
+impl Loader<TagsByProduct> for CatalogLoader {
+    type Value = Arc<Vec<String>>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[TagsByProduct]) -> Batch<TagsByProduct, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        Ok(rekey(
+            self.0.tags(&ids).await.map_err(|e| internal(&e))?,
+            TagsByProduct,
+        ))
+    }
+}
+
+impl Loader<WholeCategoryTree> for CatalogLoader {
+    type Value = Arc<CategoryTree>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, _: &[WholeCategoryTree]) -> Batch<WholeCategoryTree, Self::Value> {
+        let tree = self.0.category_tree().await.map_err(|e| internal(&e))?;
+        Ok(HashMap::from([(WholeCategoryTree, tree)]))
+    }
+}
+
+/// Every DataLoader of the API; added to the schema as data.
+pub struct Loaders {
+    /// Catalog reads.
+    pub catalog: DataLoader<CatalogLoader>,
+}
+
+impl Loaders {
+    /// Builds the loaders; `delay` is how long a loader waits to collect keys into one batch.
+    pub fn new(catalog: Catalog, delay: Duration) -> Self {
+        Self {
+            catalog: DataLoader::new(CatalogLoader(catalog), tokio::spawn)
+                .delay(delay)
+                .max_batch_size(1_000),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The application state, built once: pools, cache, domain services and the GraphQL schema.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::cache::Cache;
+use domain::catalog::Catalog;
+use domain::db::Db;
+use metrics_exporter_prometheus::PrometheusHandle;
+use resolvers::{ApiSchema, Loaders, Observe};
+
+use crate::config::Settings;
+use crate::telemetry;
+
+/// Everything a request handler needs, shared by all of them.
+pub struct App {
+    /// The settings the process started with.
+    pub settings: Settings,
+    /// MySQL.
+    pub db: Db,
+    /// Redis-backed cache.
+    pub cache: Cache,
+    /// Catalog reads.
+    pub catalog: Catalog,
+    /// The executable GraphQL schema.
+    pub schema: ApiSchema,
+    /// Prometheus exposition.
+    pub metrics: PrometheusHandle,
+}
+
+impl App {
+    /// Builds the state. Opens no connection: MySQL and Redis are reached on first use.
+    pub fn build(settings: Settings) -> anyhow::Result<Arc<Self>> {
+        let db = Db::new(&settings.database)?;
+        let cache = Cache::new(&settings.redis, &settings.cache)?;
+        let catalog = Catalog::new(db.clone(), cache.clone());
+        let loaders = Loaders::new(
+            catalog.clone(),
+            Duration::from_micros(settings.graphql.loader_delay_us),
+        );
+        let schema = resolvers::schema_builder()
+            .data(catalog.clone())
+            .data(loaders)
+            .extension(Observe)
+            .finish();
+        Ok(Arc::new(Self {
+            settings,
+            db,
+            cache,
+            catalog,
+            schema,
+            metrics: telemetry::metrics_handle(),
+        }))
+    }
+}
+
+/// Creates and migrates the database when configured to, then seeds the demo catalog into an
+/// empty database when configured to. What `serve` does before it listens.
+pub async fn prepare_database(settings: &Settings, db: &Db) -> anyhow::Result<()> {
+    if settings.auto_migrate() {
+        domain::db::create_database_if_missing(&settings.database.url).await?;
+        let applied = domain::db::run_migrations(&settings.database.url).await?;
+        if !applied.is_empty() {
+            tracing::info!(migrations = ?applied, "applied migrations");
+        }
+    }
+    if settings.demo_seed() {
+        let mut conn = db.conn().await?;
+        if domain::catalog::seed::catalog_is_empty(&mut conn).await? {
+            let summary = domain::catalog::seed::seed_demo_catalog(&mut conn).await?;
+            tracing::info!(?summary, "seeded the demo catalog");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! Typed, layered configuration: built-in defaults → optional TOML file → `RUIZHU_…` environment
+//! (nested keys joined by `__`, e.g. `RUIZHU_DATABASE__URL`). Secrets are `SecretString`s, so
+//! printing the settings never shows them. Production refuses development-only switches.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context as _;
+use domain::cache::{CacheSettings, RedisSettings};
+use domain::db::DbSettings;
+use figment::Figment;
+use figment::providers::{Env, Format as _, Toml};
+use serde::Deserialize;
+
+/// Where the process runs; `production` turns development conveniences off and refuses to
+/// start when one is switched on explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// A developer machine (the default).
+    #[default]
+    Development,
+    /// Automated tests.
+    Test,
+    /// The real thing.
+    Production,
+}
+
+/// All settings of the process.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// `RUIZHU_ENV`: development (default), test or production.
+    pub env: Environment,
+    /// `[http]`: listener and request limits.
+    pub http: HttpSettings,
+    /// `[database]`: MySQL.
+    pub database: DbSettings,
+    /// `[redis]`: Redis.
+    pub redis: RedisSettings,
+    /// `[cache]`: cache layers.
+    pub cache: CacheSettings,
+    /// `[graphql]`: GraphQL execution.
+    pub graphql: GraphqlSettings,
+    /// `[seed]`: demo data.
+    pub seed: SeedSettings,
+    /// `[log]`: logging.
+    pub log: LogSettings,
+}
+
+/// `[http]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// Largest accepted request body in bytes; larger bodies get 413.
+    pub body_limit_bytes: usize,
+    /// Serve GraphiQL at `/graphiql`.
+    pub graphiql: bool,
+    /// How long in-flight requests may finish after SIGTERM before the process exits, in ms.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            body_limit_bytes: 64 * 1024,
+            graphiql: true,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// `[graphql]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GraphqlSettings {
+    /// How long a DataLoader waits to gather keys into one batch, in microseconds.
+    pub loader_delay_us: u64,
+}
+
+impl Default for GraphqlSettings {
+    fn default() -> Self {
+        Self {
+            loader_delay_us: 500,
+        }
+    }
+}
+
+/// `[seed]` settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SeedSettings {
+    /// Load the demo catalog at `serve` when the catalog is empty. Development switch: defaults
+    /// to on outside production; refused in production.
+    pub demo: Option<bool>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (for ELK); the production default.
+    Json,
+    /// Human-readable lines; the development default.
+    Pretty,
+}
+
+/// `[log]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `json` or `pretty`; defaults by environment.
+    pub format: Option<LogFormat>,
+    /// A `tracing` filter, e.g. `info` or `info,ruizhu=debug`.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: None,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (or `./ruizhu.toml` when it exists), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::new();
+        match file {
+            Some(path) => {
+                anyhow::ensure!(
+                    path.exists(),
+                    "config file {} does not exist",
+                    path.display()
+                );
+                figment = figment.merge(Toml::file(path));
+            }
+            None if Path::new("ruizhu.toml").exists() => {
+                figment = figment.merge(Toml::file("ruizhu.toml"));
+            }
+            None => {}
+        }
+        figment = figment.merge(Env::prefixed("RUIZHU_").split("__").ignore(&["config"]));
+        let settings: Settings = figment.extract().context("invalid configuration")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Refuses combinations that must never run, such as development switches in production.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.is_production() {
+            anyhow::ensure!(
+                self.seed.demo != Some(true),
+                "RUIZHU_SEED__DEMO=true is a development switch and is refused in production"
+            );
+        }
+        anyhow::ensure!(
+            self.http.body_limit_bytes >= 1024,
+            "http.body_limit_bytes must be ≥ 1024"
+        );
+        anyhow::ensure!(
+            self.database.pool_size >= 1,
+            "database.pool_size must be ≥ 1"
+        );
+        Ok(())
+    }
+
+    /// Whether this is production.
+    pub fn is_production(&self) -> bool {
+        self.env == Environment::Production
+    }
+
+    /// Whether `serve` loads the demo catalog into an empty database.
+    pub fn demo_seed(&self) -> bool {
+        self.seed.demo.unwrap_or(!self.is_production())
+    }
+
+    /// Whether `serve` creates the database and applies migrations.
+    pub fn auto_migrate(&self) -> bool {
+        self.database.auto_migrate.unwrap_or(!self.is_production())
+    }
+
+    /// The log format in force.
+    pub fn log_format(&self) -> LogFormat {
+        self.log.format.unwrap_or(if self.is_production() {
+            LogFormat::Json
+        } else {
+            LogFormat::Pretty
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return figment::Error
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "ruizhu.toml",
+                "[http]\naddr = \"127.0.0.1:9000\"\nbody_limit_bytes = 4096\n",
+            )?;
+            jail.set_env("RUIZHU_HTTP__BODY_LIMIT_BYTES", "8192");
+            jail.set_env(
+                "RUIZHU_DATABASE__URL",
+                "mysql://app:s3cr3t-pw@db:3306/ruizhu",
+            );
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.http.addr.port(), 9000);
+            assert_eq!(s.http.body_limit_bytes, 8192);
+            assert_eq!(s.redis.key_prefix, "ruizhu:");
+            assert!(
+                !format!("{s:?}").contains("s3cr3t-pw"),
+                "secrets must never print"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn production_refuses_development_switches() {
+        Jail::expect_with(|jail| {
+            jail.set_env("RUIZHU_ENV", "production");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(!s.demo_seed() && !s.auto_migrate());
+            assert_eq!(s.log_format(), LogFormat::Json);
+            jail.set_env("RUIZHU_SEED__DEMO", "true");
+            let err = Settings::load(None).expect_err("demo seed must be refused in production");
+            assert!(err.to_string().contains("refused in production"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        Jail::expect_with(|jail| {
+            jail.set_env("RUIZHU_HTTP__ADRR", "127.0.0.1:1");
+            assert!(Settings::load(None).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,429 @@
+//! `POST /graphql` and `GET /graphql` following GraphQL over HTTP: the response media type is
+//! negotiated from `Accept` (`application/graphql-response+json` or `application/json`), request
+//! errors are 400 under the former and 200 under the latter, JSON that does not parse is 400,
+//! unsupported request media types are 415, mutations over GET are 405.
+
+use std::sync::Arc;
+
+use async_graphql::{ServerError, Variables};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use resolvers::OperationInfo;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::app::App;
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+const JSON: &str = "application/json";
+
+/// The two response media types of GraphQL over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaType {
+    GraphqlResponseJson,
+    Json,
+}
+
+impl MediaType {
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            MediaType::GraphqlResponseJson => "application/graphql-response+json; charset=utf-8",
+            MediaType::Json => "application/json; charset=utf-8",
+        })
+    }
+
+    /// Status of a response that carries only request errors (nothing executed).
+    fn request_error_status(self) -> StatusCode {
+        match self {
+            MediaType::GraphqlResponseJson => StatusCode::BAD_REQUEST,
+            MediaType::Json => StatusCode::OK,
+        }
+    }
+}
+
+/// Picks the response media type from `Accept`; `None` when the client accepts neither.
+///
+/// A missing or empty header and a bare wildcard mean `application/json` (what clients that
+/// predate the spec expect); a type the client names outranks a wildcard at equal weight, and
+/// between the two named types the spec's own `application/graphql-response+json` wins a tie.
+fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
+    let Some(accept) = headers.get(header::ACCEPT) else {
+        return Some(MediaType::Json);
+    };
+    let Ok(accept) = accept.to_str() else {
+        return Some(MediaType::Json);
+    };
+    if accept.trim().is_empty() {
+        return Some(MediaType::Json);
+    }
+    // (weight, explicitly named) for each of the two types
+    let mut gql: Option<(f32, bool)> = None;
+    let mut json: Option<(f32, bool)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let mut q = 1.0_f32;
+        let mut charset_ok = true;
+        for param in parts {
+            let (k, v) = param.split_once('=').unwrap_or((param, ""));
+            match k.trim().to_ascii_lowercase().as_str() {
+                "q" => {
+                    q = v
+                        .trim()
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|q| (0.0..=1.0).contains(q))
+                        .unwrap_or(0.0)
+                }
+                "charset" => charset_ok = v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8"),
+                _ => {}
+            }
+        }
+        if !charset_ok {
+            continue;
+        }
+        let offer = |slot: &mut Option<(f32, bool)>, explicit: bool| {
+            let better = match *slot {
+                None => true,
+                Some((w, e)) => (q, explicit) > (w, e) && (explicit || !e),
+            };
+            if better {
+                *slot = Some((q, explicit));
+            }
+        };
+        match media.as_str() {
+            GRAPHQL_RESPONSE_JSON => offer(&mut gql, true),
+            JSON => offer(&mut json, true),
+            "*/*" | "application/*" => {
+                offer(&mut gql, false);
+                offer(&mut json, false);
+            }
+            _ => {}
+        }
+    }
+    let gql = gql.filter(|(q, _)| *q > 0.0);
+    let json = json.filter(|(q, _)| *q > 0.0);
+    match (gql, json) {
+        (None, None) => None,
+        (Some(_), None) => Some(MediaType::GraphqlResponseJson),
+        (None, Some(_)) => Some(MediaType::Json),
+        (Some((gq, ge)), Some((jq, je))) => {
+            if gq > jq || (gq == jq && ge) {
+                if ge || je {
+                    Some(MediaType::GraphqlResponseJson)
+                } else {
+                    Some(MediaType::Json)
+                }
+            } else {
+                Some(MediaType::Json)
+            }
+        }
+    }
+}
+
+/// The body of a GraphQL response: `data` is absent when the request never executed.
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a async_graphql::Value>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [ServerError],
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    extensions: &'a std::collections::BTreeMap<String, async_graphql::Value>,
+}
+
+fn respond(status: StatusCode, media: MediaType, body: &Body<'_>) -> Response {
+    let bytes = serde_json::to_vec(body)
+        .unwrap_or_else(|_| br#"{"errors":[{"message":"internal error"}]}"#.to_vec());
+    let mut response = (status, bytes).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, media.content_type());
+    response
+}
+
+/// A response carrying one error and no data.
+fn error_response(status: StatusCode, media: MediaType, code: &str, message: &str) -> Response {
+    let mut error = ServerError::new(message, None);
+    let mut ext = async_graphql::ErrorExtensionValues::default();
+    ext.set("code", code);
+    error.extensions = Some(ext);
+    respond(
+        status,
+        media,
+        &Body {
+            data: None,
+            errors: &[error],
+            extensions: &Default::default(),
+        },
+    )
+}
+
+/// A GraphQL request as received, before it is checked.
+struct Params {
+    query: Option<Value>,
+    operation_name: Option<Value>,
+    variables: Option<Value>,
+    extensions: Option<Value>,
+}
+
+/// Checks the request parameters; `Err` carries the message of a request error.
+fn to_request(params: Params, info: &Arc<OperationInfo>) -> Result<async_graphql::Request, String> {
+    let query = match params.query {
+        Some(Value::String(q)) => q,
+        None | Some(Value::Null) => return Err("the request has no `query` string".into()),
+        Some(_) => return Err("`query` must be a string".into()),
+    };
+    let mut request = async_graphql::Request::new(query);
+    match params.operation_name {
+        None | Some(Value::Null) => {}
+        Some(Value::String(name)) => request = request.operation_name(name),
+        Some(_) => return Err("`operationName` must be a string or null".into()),
+    }
+    match params.variables {
+        None | Some(Value::Null) => {}
+        Some(v @ Value::Object(_)) => request = request.variables(Variables::from_json(v)),
+        Some(_) => return Err("`variables` must be an object or null".into()),
+    }
+    match params.extensions {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (k, v) in map {
+                request
+                    .extensions
+                    .insert(k, async_graphql::Value::from_json(v).unwrap_or_default());
+            }
+        }
+        Some(_) => return Err("`extensions` must be an object or null".into()),
+    }
+    Ok(request.data(info.clone()))
+}
+
+async fn execute(app: &App, media: MediaType, params: Params, is_get: bool) -> Response {
+    let info = OperationInfo::new(is_get);
+    let request = match to_request(params, &info) {
+        Ok(r) => r,
+        Err(message) => {
+            return error_response(media.request_error_status(), media, "BAD_REQUEST", &message);
+        }
+    };
+    let mut response = app.schema.execute(request).await;
+    let state = info.state();
+    if state.mutation_refused {
+        let mut r = respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            media,
+            &Body {
+                data: None,
+                errors: &response.errors,
+                extensions: &response.extensions,
+            },
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    if !state.executed {
+        let code = if state.parse_failed {
+            "GRAPHQL_PARSE_FAILED"
+        } else {
+            "GRAPHQL_VALIDATION_FAILED"
+        };
+        for error in &mut response.errors {
+            let ext = error.extensions.get_or_insert_with(Default::default);
+            if ext.get("code").is_none() {
+                ext.set("code", code);
+            }
+        }
+        return respond(
+            media.request_error_status(),
+            media,
+            &Body {
+                data: None,
+                errors: &response.errors,
+                extensions: &response.extensions,
+            },
+        );
+    }
+    respond(
+        StatusCode::OK,
+        media,
+        &Body {
+            data: Some(&response.data),
+            errors: &response.errors,
+            extensions: &response.extensions,
+        },
+    )
+}
+
+fn not_acceptable() -> Response {
+    error_response(
+        StatusCode::NOT_ACCEPTABLE,
+        MediaType::Json,
+        "NOT_ACCEPTABLE",
+        "accept application/graphql-response+json or application/json",
+    )
+}
+
+/// `POST /graphql` with an `application/json` body.
+pub async fn post_handler(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "PAYLOAD_TOO_LARGE"
+            } else {
+                "BAD_REQUEST"
+            };
+            return error_response(status, media, code, &rejection.body_text());
+        }
+    };
+    // Only JSON bodies: form, multipart and text/plain are refused, which also keeps
+    // cross-site form posts (CSRF) from ever reaching a resolver.
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let Some(content_type) = content_type else {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            media,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the request with Content-Type: application/json",
+        );
+    };
+    let mut parts = content_type.split(';');
+    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let charset_ok = parts.all(|p| match p.split_once('=') {
+        Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
+            v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        _ => true,
+    });
+    if essence != JSON || !charset_ok {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            media,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "only application/json (UTF-8) request bodies are accepted",
+        );
+    }
+    let parsed: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                media,
+                "BAD_REQUEST",
+                &format!("the body is not valid JSON: {e}"),
+            );
+        }
+    };
+    let Value::Object(mut map) = parsed else {
+        let message = if parsed.is_array() {
+            "batched requests are not supported; send one operation per request"
+        } else {
+            "the body must be a JSON object"
+        };
+        return error_response(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", message);
+    };
+    let params = Params {
+        query: map.remove("query"),
+        operation_name: map.remove("operationName"),
+        variables: map.remove("variables"),
+        extensions: map.remove("extensions"),
+    };
+    execute(&app, media, params, false).await
+}
+
+/// `GET /graphql?query=…&variables=…` (queries only).
+pub async fn get_handler(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let mut map: Map<String, Value> = Map::new();
+    for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        map.insert(key.into_owned(), Value::String(value.into_owned()));
+    }
+    // variables and extensions travel as JSON text in the URL
+    let mut decoded = [None, None];
+    for (slot, name) in decoded.iter_mut().zip(["variables", "extensions"]) {
+        match map.remove(name) {
+            Some(Value::String(text)) => match serde_json::from_str(&text) {
+                Ok(value) => *slot = Some(value),
+                Err(_) => {
+                    let message = format!("`{name}` must be URL-encoded JSON");
+                    return error_response(
+                        media.request_error_status(),
+                        media,
+                        "BAD_REQUEST",
+                        &message,
+                    );
+                }
+            },
+            other => *slot = other,
+        }
+    }
+    let [variables, extensions] = decoded;
+    let params = Params {
+        query: map.remove("query"),
+        operation_name: map.remove("operationName"),
+        variables,
+        extensions,
+    };
+    execute(&app, media, params, true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> Option<MediaType> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        negotiate(&headers)
+    }
+
+    #[test]
+    fn negotiation_table() {
+        use MediaType::{GraphqlResponseJson as G, Json as J};
+        assert_eq!(negotiate(&HeaderMap::new()), Some(J));
+        assert_eq!(accept(""), Some(J));
+        assert_eq!(accept("*/*"), Some(J));
+        assert_eq!(accept("application/*"), Some(J));
+        assert_eq!(accept("application/json"), Some(J));
+        assert_eq!(accept("application/graphql-response+json"), Some(G));
+        assert_eq!(accept("*/*, application/graphql-response+json"), Some(G));
+        assert_eq!(accept("application/graphql-response+json, */*"), Some(G));
+        assert_eq!(
+            accept("application/json, application/graphql-response+json"),
+            Some(G)
+        );
+        assert_eq!(
+            accept("application/graphql-response+json;q=0.5, application/json"),
+            Some(J)
+        );
+        assert_eq!(
+            accept("application/json;q=0, application/graphql-response+json"),
+            Some(G)
+        );
+        assert_eq!(accept("application/json; charset=utf-8"), Some(J));
+        assert_eq!(accept("application/json; charset=iso-8859-1"), None);
+        assert_eq!(accept("text/html"), None);
+        assert_eq!(accept("text/html, */*;q=0.1"), Some(J));
+    }
+}

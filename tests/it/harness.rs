@@ -1,0 +1,242 @@
+//! Test harness: every test gets its own MySQL database, its own Redis key prefix and its own
+//! server on an ephemeral port, and cleans them up when dropped.
+//!
+//! `TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306`) and `TEST_REDIS_URL` (default
+//! `redis://127.0.0.1:6379`) point the tests at other servers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ruizhu::app::{self, App};
+use ruizhu::config::{Environment, Settings};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+pub fn mysql_base() -> String {
+    std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// How to build one test server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Load the demo catalog.
+    pub seed: bool,
+    /// Cache layers on.
+    pub cache: bool,
+    /// Redis to use instead of the shared one.
+    pub redis_url: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            seed: true,
+            cache: true,
+            redis_url: None,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    pub client: reqwest::Client,
+    db_url: String,
+    redis_url: String,
+    redis_prefix: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    /// A seeded server with caching on.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let db_url = format!("{}/rz_test_{}", mysql_base(), &id[..16]);
+        let redis_url = options.redis_url.clone().unwrap_or_else(redis_url);
+        let redis_prefix = format!("rz-test:{}:", &id[..16]);
+
+        let mut settings = Settings {
+            env: Environment::Test,
+            ..Settings::default()
+        };
+        settings.database.url = SecretString::from(db_url.clone());
+        settings.database.pool_size = 8;
+        settings.database.auto_migrate = Some(true);
+        settings.redis.url = SecretString::from(redis_url.clone());
+        settings.redis.key_prefix = redis_prefix.clone();
+        settings.cache.enabled = options.cache;
+        settings.seed.demo = Some(options.seed);
+        settings.http.shutdown_grace_ms = 1_000;
+
+        let app = App::build(settings).expect("app builds");
+        app::prepare_database(&app.settings, &app.db)
+            .await
+            .expect("database prepared");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = app.clone();
+        tokio::spawn(async move {
+            ruizhu::http::serve(served, listener, async move {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        Self {
+            addr,
+            app,
+            client: reqwest::Client::new(),
+            db_url,
+            redis_url,
+            redis_prefix,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// SQL statements the server has sent so far.
+    pub fn statements(&self) -> u64 {
+        self.app.db.statements().get()
+    }
+
+    /// POSTs a GraphQL request and returns the parsed body (any status).
+    pub async fn post(&self, query: &str, variables: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.expect("JSON body");
+        (status, body)
+    }
+
+    /// POSTs a GraphQL request that must succeed without errors; returns `data`.
+    pub async fn data(&self, query: &str, variables: Value) -> Value {
+        let (status, body) = self.post(query, variables).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// POSTs a GraphQL request that must fail; returns the first error's `extensions.code`.
+    pub async fn error_code(&self, query: &str, variables: Value) -> String {
+        let (status, body) = self.post(query, variables).await;
+        assert_eq!(status, 200, "{body}");
+        body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code: {body}"))
+            .to_owned()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let db_url = self.db_url.clone();
+        let redis_url = self.redis_url.clone();
+        let prefix = self.redis_prefix.clone();
+        // async cleanup from a synchronous Drop: a thread with its own runtime
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let _ = domain::db::drop_database(&db_url).await;
+                if let Ok(client) = redis::Client::open(redis_url.as_str()) {
+                    let connect = client.get_multiplexed_async_connection();
+                    if let Ok(Ok(mut conn)) =
+                        tokio::time::timeout(std::time::Duration::from_secs(1), connect).await
+                    {
+                        let keys: Vec<String> = redis::cmd("KEYS")
+                            .arg(format!("{prefix}*"))
+                            .query_async(&mut conn)
+                            .await
+                            .unwrap_or_default();
+                        if !keys.is_empty() {
+                            let _: Result<(), _> =
+                                redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                        }
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// A private `redis-server` on a free port, killed when dropped (for Redis outage tests).
+pub struct OwnRedis {
+    pub url: String,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    pub async fn start() -> Self {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            l.local_addr().expect("addr").port()
+        };
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        let url = format!("redis://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Self {
+            url,
+            child: Some(child),
+        }
+    }
+
+    /// `kill -9` the server.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

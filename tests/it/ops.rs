@@ -1,0 +1,179 @@
+//! Probes, metrics, request ids and GraphiQL.
+
+use serde_json::json;
+
+use crate::harness::{Options, TestApp};
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::spawn_with(Options {
+        seed: false,
+        ..Options::default()
+    })
+    .await;
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap(),
+        json!({ "mysql": "up", "redis": "up" })
+    );
+    let missing = app.client.get(app.url("/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn metrics_count_operations_by_name_and_outcome() {
+    let app = TestApp::spawn().await;
+    app.data(
+        "query MetricsProbeOk { products(first: 2) { edges { node { id } } } }",
+        json!({}),
+    )
+    .await;
+    app.post(
+        "query MetricsProbeBad { products(first: 999) { edges { node { id } } } }",
+        json!({}),
+    )
+    .await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let has = |needle: &str| {
+        text.lines()
+            .any(|l| l.starts_with("ruizhu_") && needle.split('&').all(|n| l.contains(n)))
+    };
+    assert!(
+        has(
+            "ruizhu_graphql_operations_total&operation=\"MetricsProbeOk\"&outcome=\"ok\"&type=\"query\""
+        ),
+        "{text}"
+    );
+    assert!(has(
+        "ruizhu_graphql_operations_total&operation=\"MetricsProbeBad\"&outcome=\"error\""
+    ));
+    assert!(has("ruizhu_graphql_errors_total&code=\"BAD_USER_INPUT\""));
+    assert!(has(
+        "ruizhu_graphql_operation_duration_seconds_bucket&operation=\"MetricsProbeOk\""
+    ));
+    assert!(has(
+        "ruizhu_http_requests_total&route=\"/graphql\"&status=\"200\""
+    ));
+    assert!(has("ruizhu_db_pool_connections&state=\"in_use\""));
+    assert!(has("ruizhu_db_statements_total"));
+    assert!(has(
+        "ruizhu_cache_requests_total&cache=\"catalog:skus:v1\"&layer=\"local\""
+    ));
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let app = TestApp::spawn_with(Options {
+        seed: false,
+        ..Options::default()
+    })
+    .await;
+    let generated = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let id = generated.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let echoed = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "trace-me-42");
+}
+
+#[tokio::test]
+async fn graphiql_is_served_from_the_binary() {
+    let app = TestApp::spawn_with(Options {
+        seed: false,
+        ..Options::default()
+    })
+    .await;
+    let page = app.client.get(app.url("/graphiql")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'"),
+        "no third-party scripts may load: {csp}"
+    );
+    let html = page.text().await.unwrap();
+    let scripts: Vec<&str> = html
+        .split("src=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    assert_eq!(scripts.len(), 4);
+    for src in scripts
+        .iter()
+        .chain(std::iter::once(&"graphiql/assets/graphiql.min.css"))
+    {
+        assert!(!src.contains("://"), "asset from another host: {src}");
+        let asset = app
+            .client
+            .get(app.url(&format!("/{src}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(asset.status(), 200, "{src}");
+        assert!(asset.bytes().await.unwrap().len() > 100, "{src}");
+    }
+    let missing = app
+        .client
+        .get(app.url("/graphiql/assets/nope.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_work() {
+    let app = TestApp::spawn_with(Options {
+        seed: false,
+        ..Options::default()
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ruizhu::http::serve(app.app.clone(), listener, async move {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::new();
+    let ok = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    tx.send(()).unwrap();
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    assert!(
+        matches!(finished, Ok(Ok(Ok(())))),
+        "server stops cleanly after the signal"
+    );
+    assert!(
+        client
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "no longer listening"
+    );
+}
