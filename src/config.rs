@@ -84,7 +84,7 @@ pub struct GraphqlSettings {
 impl Default for GraphqlSettings {
     fn default() -> Self {
         Self {
-            loader_delay_us: 500,
+            loader_delay_us: 1_000,
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct Options {
     pub cache: bool,
     /// Redis to use instead of the shared one.
     pub redis_url: Option<String>,
+    /// DataLoader batching window; `None` keeps the production default.
+    pub loader_delay_us: Option<u64>,
 }
 
 impl Default for Options {
@@ -37,6 +39,7 @@ impl Default for Options {
             seed: true,
             cache: true,
             redis_url: None,
+            loader_delay_us: None,
         }
     }
 }
@@ -75,6 +78,9 @@ impl TestApp {
         settings.cache.enabled = options.cache;
         settings.seed.demo = Some(options.seed);
         settings.http.shutdown_grace_ms = 1_000;
+        if let Some(delay) = options.loader_delay_us {
+            settings.graphql.loader_delay_us = delay;
+        }
 
         let app = App::build(settings).expect("app builds");
         app::prepare_database(&app.settings, &app.db)
