@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Third-party checks against a live server: the graphql-http audit suite (GraphQL over HTTP)
+# and GraphiQL driven in headless Chromium with the outside network blocked.
+# Starts its own server on a free port with its own database, and removes both afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ruizhu-target}"
+
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "conformance: installing chromium"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+fi
+(cd tests/conformance && npm ci --no-audit --no-fund --silent)
+
+cargo build --locked --quiet
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+db="rz_conformance_$$"
+export RUIZHU_HTTP__ADDR="127.0.0.1:${port}"
+export RUIZHU_DATABASE__URL="mysql://root@127.0.0.1:3306/${db}"
+export RUIZHU_REDIS__KEY_PREFIX="rz-conformance-$$:"
+log=$(mktemp)
+"$CARGO_TARGET_DIR/debug/ruizhu" serve >"$log" 2>&1 &
+server=$!
+cleanup() {
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`${db}\`" || true
+  redis-cli -h 127.0.0.1 --scan --pattern "rz-conformance-$$:*" | xargs -r redis-cli -h 127.0.0.1 del >/dev/null || true
+  rm -f "$log"
+}
+trap cleanup EXIT
+for _ in $(seq 1 120); do
+  curl -fsS "http://127.0.0.1:${port}/readyz" >/dev/null 2>&1 && break
+  sleep 0.5
+done
+curl -fsS "http://127.0.0.1:${port}/readyz" >/dev/null || { cat "$log"; exit 1; }
+
+passed=0; failed=0
+if node tests/conformance/graphql-http-audit.mjs "http://127.0.0.1:${port}/graphql"; then
+  passed=$((passed + 1)); else failed=$((failed + 1)); fi
+if node tests/conformance/graphiql-browser.mjs "http://127.0.0.1:${port}"; then
+  passed=$((passed + 1)); else failed=$((failed + 1)); fi
+echo "conformance: ${passed} passed, ${failed} failed"
+[ "$failed" -eq 0 ]
