@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use domain::cache::Cache;
 use domain::catalog::Catalog;
+use domain::crypto::{BlindIndex, FieldCipher};
 use domain::db::Db;
+use domain::identity::{Identity, TokenKeys};
+use domain::redis::Redis;
+use domain::wechat::WechatClient;
 use metrics_exporter_prometheus::PrometheusHandle;
 use resolvers::{ApiSchema, Loaders, Observe};
 
@@ -18,10 +22,14 @@ pub struct App {
     pub settings: Settings,
     /// MySQL.
     pub db: Db,
+    /// Redis (allowed to be down).
+    pub redis: Redis,
     /// Redis-backed cache.
     pub cache: Cache,
     /// Catalog reads.
     pub catalog: Catalog,
+    /// Logins, sessions, members, staff.
+    pub identity: Identity,
     /// The executable GraphQL schema.
     pub schema: ApiSchema,
     /// Prometheus exposition.
@@ -32,22 +40,37 @@ impl App {
     /// Builds the state. Opens no connection: MySQL and Redis are reached on first use.
     pub fn build(settings: Settings) -> anyhow::Result<Arc<Self>> {
         let db = Db::new(&settings.database)?;
-        let cache = Cache::new(&settings.redis, &settings.cache)?;
+        let redis = Redis::new(&settings.redis)?;
+        let cache = Cache::new(redis.clone(), &settings.cache)?;
         let catalog = Catalog::new(db.clone(), cache.clone());
+        let wechat = WechatClient::new(&settings.wechat, redis.clone())?;
+        let identity = Identity::new(
+            db.clone(),
+            redis.clone(),
+            TokenKeys::new(&settings.jwt)?,
+            FieldCipher::new(&settings.crypto)?,
+            BlindIndex::new(&settings.crypto)?,
+            wechat,
+            settings.auth.clone(),
+        );
         let loaders = Loaders::new(
             catalog.clone(),
+            identity.clone(),
             Duration::from_micros(settings.graphql.loader_delay_us),
         );
         let schema = resolvers::schema_builder()
             .data(catalog.clone())
+            .data(identity.clone())
             .data(loaders)
             .extension(Observe)
             .finish();
         Ok(Arc::new(Self {
             settings,
             db,
+            redis,
             cache,
             catalog,
+            identity,
             schema,
             metrics: telemetry::metrics_handle(),
         }))

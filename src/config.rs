@@ -6,10 +6,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context as _;
-use domain::cache::{CacheSettings, RedisSettings};
+use domain::cache::CacheSettings;
+use domain::crypto::CryptoSettings;
 use domain::db::DbSettings;
+use domain::identity::{AuthSettings, JwtSettings};
+use domain::redis::RedisSettings;
+use domain::wechat::WechatSettings;
 use figment::Figment;
 use figment::providers::{Env, Format as _, Toml};
+use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 
 /// Where the process runs; `production` turns development conveniences off and refuses to
@@ -42,6 +47,14 @@ pub struct Settings {
     pub cache: CacheSettings,
     /// `[graphql]`: GraphQL execution.
     pub graphql: GraphqlSettings,
+    /// `[jwt]`: access and refresh tokens.
+    pub jwt: JwtSettings,
+    /// `[auth]`: login behaviour.
+    pub auth: AuthSettings,
+    /// `[wechat]`: the mini-program's WeChat APIs.
+    pub wechat: WechatSettings,
+    /// `[crypto]`: keys for personal data.
+    pub crypto: CryptoSettings,
     /// `[seed]`: demo data.
     pub seed: SeedSettings,
     /// `[log]`: logging.
@@ -158,6 +171,22 @@ impl Settings {
                 self.seed.demo != Some(true),
                 "RUIZHU_SEED__DEMO=true is a development switch and is refused in production"
             );
+            anyhow::ensure!(
+                !self.auth.dev_login,
+                "RUIZHU_AUTH__DEV_LOGIN=true is a development switch and is refused in production"
+            );
+            anyhow::ensure!(
+                self.jwt.secret.expose_secret() != domain::identity::tokens::DEV_JWT_SECRET,
+                "set RUIZHU_JWT__SECRET: the development signing key is refused in production"
+            );
+            anyhow::ensure!(
+                !self.crypto.uses_development_keys(),
+                "set RUIZHU_CRYPTO__FIELD_KEYS__* and RUIZHU_CRYPTO__BLIND_INDEX_KEY: development keys are refused in production"
+            );
+            anyhow::ensure!(
+                !self.wechat.app_secret.expose_secret().is_empty(),
+                "set RUIZHU_WECHAT__APP_SECRET"
+            );
         }
         anyhow::ensure!(
             self.http.body_limit_bytes >= 1024,
@@ -229,12 +258,38 @@ mod tests {
     fn production_refuses_development_switches() {
         Jail::expect_with(|jail| {
             jail.set_env("RUIZHU_ENV", "production");
+            // production without its own keys does not start
+            let err = Settings::load(None).expect_err("development keys must be refused");
+            assert!(err.to_string().contains("RUIZHU_JWT__SECRET"), "{err}");
+            jail.set_env(
+                "RUIZHU_JWT__SECRET",
+                "production-secret-of-at-least-32-bytes-long",
+            );
+            jail.set_env(
+                "RUIZHU_CRYPTO__FIELD_KEYS__P1",
+                "cHJvZHVjdGlvbi1maWVsZC1rZXktMzItYnl0ZXMhISE=",
+            );
+            jail.set_env("RUIZHU_CRYPTO__ACTIVE_FIELD_KEY", "p1");
+            jail.set_env(
+                "RUIZHU_CRYPTO__BLIND_INDEX_KEY",
+                "cHJvZHVjdGlvbi1pbmRleC1rZXktMzItYnl0ZXMhISE=",
+            );
+            let err = Settings::load(None).expect_err("a WeChat secret is required");
+            assert!(
+                err.to_string().contains("RUIZHU_WECHAT__APP_SECRET"),
+                "{err}"
+            );
+            jail.set_env("RUIZHU_WECHAT__APP_SECRET", "wechat-app-secret");
             let s = Settings::load(None).map_err(|e| e.to_string())?;
             assert!(!s.demo_seed() && !s.auto_migrate());
             assert_eq!(s.log_format(), LogFormat::Json);
             jail.set_env("RUIZHU_SEED__DEMO", "true");
             let err = Settings::load(None).expect_err("demo seed must be refused in production");
             assert!(err.to_string().contains("refused in production"));
+            jail.set_env("RUIZHU_SEED__DEMO", "false");
+            jail.set_env("RUIZHU_AUTH__DEV_LOGIN", "true");
+            let err = Settings::load(None).expect_err("dev login must be refused in production");
+            assert!(err.to_string().contains("DEV_LOGIN"));
             Ok(())
         });
     }

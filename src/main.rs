@@ -33,12 +33,53 @@ enum Command {
         #[arg(long, required = true)]
         demo: bool,
     },
+    /// Manage staff accounts.
+    Staff {
+        #[command(subcommand)]
+        command: StaffCommand,
+    },
     /// Print the GraphQL schema (SDL), or write it to a file.
     ExportSchema {
         /// Write here instead of standard output.
         #[arg(long)]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum StaffCommand {
+    /// Create a staff account. The password is read from the first line of standard input, or
+    /// from the environment variable named by `--password-env` (at least 12 characters).
+    Create {
+        /// Sign-in name: 3–64 characters of [A-Za-z0-9._-].
+        #[arg(long)]
+        username: String,
+        /// ADVISOR, OPS or ADMIN.
+        #[arg(long)]
+        role: String,
+        /// Name shown to colleagues and clients.
+        #[arg(long, default_value = "")]
+        display_name: String,
+        /// Read the password from this environment variable instead of standard input.
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+}
+
+fn read_password(from_env: Option<&str>) -> anyhow::Result<secrecy::SecretString> {
+    let password = match from_env {
+        Some(var) => {
+            std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?
+        }
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    Ok(secrecy::SecretString::from(password))
 }
 
 #[tokio::main]
@@ -80,6 +121,26 @@ async fn main() -> anyhow::Result<()> {
             let summary = domain::catalog::seed::seed_demo_catalog(&mut conn).await?;
             app.catalog.invalidate_category_tree().await;
             tracing::info!(?summary, "demo catalog loaded");
+            Ok(())
+        }
+        Command::Staff {
+            command:
+                StaffCommand::Create {
+                    username,
+                    role,
+                    display_name,
+                    password_env,
+                },
+        } => {
+            let role = domain::identity::Role::parse(&role.to_uppercase())
+                .context("--role must be ADVISOR, OPS or ADMIN")?;
+            let password = read_password(password_env.as_deref())?;
+            let app = App::build(settings)?;
+            let id = app
+                .identity
+                .create_staff(&username, &password, role, &display_name)
+                .await?;
+            tracing::info!(id, username, role = role.as_str(), "staff account created");
             Ok(())
         }
         Command::ExportSchema { .. } => Ok(()),

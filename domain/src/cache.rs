@@ -1,50 +1,18 @@
 //! Read-through caching: a small in-process cache (moka) in front of Redis, in front of MySQL.
-//!
-//! Redis is an optimisation, never a dependency: every Redis call has a short timeout, and after
-//! a failure a breaker skips Redis for a while, so a dead or frozen Redis costs at most one
-//! timeout per breaker period and requests are served from MySQL. The outage is logged once on
-//! the way down and once on recovery, and counted in `ruizhu_cache_errors_total`.
+//! Redis failures are misses (see [`crate::redis`]), so an outage only costs the cache.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::AsyncCommands as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::DomainResult;
-
-/// Redis settings (`[redis]`, `RUIZHU_REDIS__*`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RedisSettings {
-    /// `redis://[:password@]host:port[/db]`. May hold a password, so it never prints.
-    pub url: SecretString,
-    /// Prepended to every key this process writes, so several deployments (or tests) can share
-    /// one Redis.
-    pub key_prefix: String,
-    /// Upper bound on one Redis round trip (and on opening a connection), in milliseconds.
-    pub timeout_ms: u64,
-    /// After a Redis failure, how long to serve without Redis before trying again, in ms.
-    pub retry_after_ms: u64,
-}
-
-impl Default for RedisSettings {
-    fn default() -> Self {
-        Self {
-            url: SecretString::from("redis://127.0.0.1:6379"),
-            key_prefix: "ruizhu:".to_owned(),
-            timeout_ms: 100,
-            retry_after_ms: 1_000,
-        }
-    }
-}
+use crate::redis::Redis;
 
 /// Cache settings (`[cache]`, `RUIZHU_CACHE__*`).
 #[derive(Debug, Clone, Deserialize)]
@@ -72,79 +40,6 @@ impl Default for CacheSettings {
     }
 }
 
-/// A Redis connection that is allowed to be down.
-struct Redis {
-    conn: ConnectionManager,
-    timeout: Duration,
-    retry_after: Duration,
-    started: Instant,
-    /// Milliseconds since `started` before which Redis is not tried again.
-    open_until_ms: AtomicU64,
-    down: AtomicBool,
-}
-
-impl Redis {
-    fn new(settings: &RedisSettings) -> anyhow::Result<Self> {
-        let client = redis::Client::open(settings.url.expose_secret())?;
-        let timeout = Duration::from_millis(settings.timeout_ms);
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(settings.retry_after_ms));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self {
-            conn,
-            timeout,
-            retry_after: Duration::from_millis(settings.retry_after_ms),
-            started: Instant::now(),
-            open_until_ms: AtomicU64::new(0),
-            down: AtomicBool::new(false),
-        })
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Runs one Redis operation unless the breaker is open; `None` means "act as a miss".
-    async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Option<T>
-    where
-        F: FnOnce(ConnectionManager) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        if self.now_ms() < self.open_until_ms.load(Ordering::Relaxed) {
-            return None;
-        }
-        let outcome = tokio::time::timeout(self.timeout, f(self.conn.clone())).await;
-        match outcome {
-            Ok(Ok(value)) => {
-                if self.down.swap(false, Ordering::Relaxed) {
-                    tracing::info!(target: "ruizhu::cache", "redis is reachable again");
-                    metrics::gauge!("ruizhu_redis_up").set(1.0);
-                }
-                Some(value)
-            }
-            failure => {
-                let reason = match failure {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "timed out".to_owned(),
-                };
-                metrics::counter!("ruizhu_cache_errors_total", "op" => op).increment(1);
-                let retry_ms = u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX);
-                self.open_until_ms
-                    .store(self.now_ms().saturating_add(retry_ms), Ordering::Relaxed);
-                if !self.down.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(target: "ruizhu::cache", op, %reason,
-                        "redis unavailable; serving from MySQL until it returns");
-                    metrics::gauge!("ruizhu_redis_up").set(0.0);
-                }
-                None
-            }
-        }
-    }
-}
-
 type AnyValue = Arc<dyn Any + Send + Sync>;
 
 /// The read-through cache shared by every context.
@@ -155,7 +50,6 @@ pub struct Cache {
 
 struct CacheInner {
     redis: Redis,
-    prefix: String,
     local: moka::future::Cache<String, AnyValue>,
     settings: CacheSettings,
 }
@@ -176,16 +70,15 @@ fn count(ns: &'static str, layer: &'static str, result: &'static str, n: usize) 
 }
 
 impl Cache {
-    /// Builds the cache; no Redis connection is opened until it is first needed.
-    pub fn new(redis: &RedisSettings, settings: &CacheSettings) -> anyhow::Result<Self> {
+    /// Builds the cache over `redis`.
+    pub fn new(redis: Redis, settings: &CacheSettings) -> anyhow::Result<Self> {
         let local = moka::future::Cache::builder()
             .max_capacity(settings.local_max_entries)
             .time_to_live(Duration::from_millis(settings.local_ttl_ms))
             .build();
         Ok(Self {
             inner: Arc::new(CacheInner {
-                redis: Redis::new(redis)?,
-                prefix: redis.key_prefix.clone(),
+                redis,
                 local,
                 settings: settings.clone(),
             }),
@@ -193,23 +86,7 @@ impl Cache {
     }
 
     fn key(&self, ns: &str, id: &str) -> String {
-        format!("{}{ns}:{id}", self.inner.prefix)
-    }
-
-    /// Whether Redis answers a PING (for `/readyz`).
-    pub async fn redis_ping(&self) -> bool {
-        self.inner
-            .redis
-            .call("ping", |mut c| async move {
-                redis::cmd("PING").query_async::<String>(&mut c).await
-            })
-            .await
-            .is_some()
-    }
-
-    /// Whether Redis is currently believed to be down (breaker open).
-    pub fn redis_down(&self) -> bool {
-        self.inner.redis.down.load(Ordering::Relaxed)
+        self.inner.redis.key(&format!("{ns}:{id}"))
     }
 
     /// Reads `ids` of namespace `ns` through the cache layers; `load` is called once with every

@@ -4,9 +4,14 @@
 
 pub mod cache;
 pub mod catalog;
+pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod identity;
 pub mod money;
+pub mod redis;
 pub mod schema;
+pub mod validation;
+pub mod wechat;
 
 pub use error::{DomainError, DomainResult};

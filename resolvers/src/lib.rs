@@ -2,16 +2,19 @@
 //! pieces every context uses — ids, pagination, error codes, DataLoaders and the observability
 //! extension. No HTTP here: `src/http` carries requests in and responses out.
 
+pub mod auth;
 pub mod catalog;
 pub mod error;
 pub mod id;
+pub mod identity;
 pub mod loaders;
 pub mod money;
 pub mod observe;
 pub mod pagination;
+pub mod payload;
 pub mod system;
 
-use async_graphql::{EmptyMutation, MergedObject, MergedSubscription, Schema, SchemaBuilder};
+use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
 pub use error::ErrorCode;
 pub use loaders::Loaders;
@@ -19,19 +22,27 @@ pub use observe::{Observe, OperationInfo};
 
 /// Every query root field, merged from the contexts.
 #[derive(MergedObject, Default)]
-pub struct Query(catalog::CatalogQuery);
+pub struct Query(catalog::CatalogQuery, identity::IdentityQuery);
+
+/// Every mutation root field, merged from the contexts.
+#[derive(MergedObject, Default)]
+pub struct Mutation(identity::IdentityMutation);
 
 /// Every subscription root field, merged from the contexts.
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(system::SystemSubscription);
 
 /// The API schema type.
-pub type ApiSchema = Schema<Query, EmptyMutation, Subscription>;
+pub type ApiSchema = Schema<Query, Mutation, Subscription>;
 
 /// The schema with its types but no runtime data: the server adds data and extensions, the SDL
 /// export and the tests use it as is.
-pub fn schema_builder() -> SchemaBuilder<Query, EmptyMutation, Subscription> {
-    Schema::build(Query::default(), EmptyMutation, Subscription::default())
+pub fn schema_builder() -> SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
 }
 
 /// The schema without runtime data, e.g. to print its SDL.

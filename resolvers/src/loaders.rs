@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use domain::catalog::{Catalog, CategoryTree, Product, ProductImage, Sku};
+use domain::identity::Identity;
+use domain::identity::addresses::Address;
+use domain::identity::members::Member;
+use domain::identity::staff::StaffAccount;
 
 use crate::error::internal;
 
@@ -120,17 +124,75 @@ impl Loader<WholeCategoryTree> for CatalogLoader {
     }
 }
 
+/// A member by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MemberById(pub u64);
+/// The address book of a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AddressesByMember(pub u64);
+/// A staff account by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StaffById(pub u64);
+
+/// Batch functions of the identity context.
+pub struct IdentityLoader(pub Identity);
+
+impl Loader<MemberById> for IdentityLoader {
+    type Value = Member;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[MemberById]) -> Batch<MemberById, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        Ok(rekey(
+            self.0.members(&ids).await.map_err(|e| internal(&e))?,
+            MemberById,
+        ))
+    }
+}
+
+impl Loader<AddressesByMember> for IdentityLoader {
+    type Value = Arc<Vec<Address>>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[AddressesByMember]) -> Batch<AddressesByMember, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        let found = self.0.addresses(&ids).await.map_err(|e| internal(&e))?;
+        Ok(found
+            .into_iter()
+            .map(|(id, list)| (AddressesByMember(id), Arc::new(list)))
+            .collect())
+    }
+}
+
+impl Loader<StaffById> for IdentityLoader {
+    type Value = StaffAccount;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[StaffById]) -> Batch<StaffById, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        Ok(rekey(
+            self.0.staff(&ids).await.map_err(|e| internal(&e))?,
+            StaffById,
+        ))
+    }
+}
+
 /// Every DataLoader of the API; added to the schema as data.
 pub struct Loaders {
     /// Catalog reads.
     pub catalog: DataLoader<CatalogLoader>,
+    /// Identity reads.
+    pub identity: DataLoader<IdentityLoader>,
 }
 
 impl Loaders {
     /// Builds the loaders; `delay` is how long a loader waits to collect keys into one batch.
-    pub fn new(catalog: Catalog, delay: Duration) -> Self {
+    pub fn new(catalog: Catalog, identity: Identity, delay: Duration) -> Self {
         Self {
             catalog: DataLoader::new(CatalogLoader(catalog), tokio::spawn)
+                .delay(delay)
+                .max_batch_size(1_000),
+            identity: DataLoader::new(IdentityLoader(identity), tokio::spawn)
                 .delay(delay)
                 .max_batch_size(1_000),
         }

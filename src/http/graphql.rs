@@ -8,10 +8,11 @@ use std::sync::Arc;
 use async_graphql::{ServerError, Variables};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use resolvers::OperationInfo;
+use resolvers::auth::{ClientInfo, Viewer};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -202,7 +203,61 @@ fn to_request(params: Params, info: &Arc<OperationInfo>) -> Result<async_graphql
     Ok(request.data(info.clone()))
 }
 
-async fn execute(app: &App, media: MediaType, params: Params, is_get: bool) -> Response {
+/// Who the request is from. A present but invalid, expired or revoked token fails the whole
+/// request with 401 `UNAUTHENTICATED`: it is never treated as anonymous.
+async fn authenticate(
+    app: &App,
+    headers: &HeaderMap,
+    media: MediaType,
+) -> Result<Viewer, Response> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(Viewer::Anonymous);
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|t| !t.is_empty());
+    let unauthenticated = |message: &str| {
+        let mut r = error_response(StatusCode::UNAUTHORIZED, media, "UNAUTHENTICATED", message);
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+        );
+        r
+    };
+    let Some(token) = token else {
+        return Err(unauthenticated(
+            "the Authorization header must be `Bearer <access token>`",
+        ));
+    };
+    match app.identity.authenticate(token).await {
+        Ok(subject) => Ok(Viewer::Authenticated(subject)),
+        Err(domain::identity::AuthError::Domain(e)) => {
+            tracing::warn!(error = %e, "could not check a session");
+            Err(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                media,
+                "SERVICE_UNAVAILABLE",
+                "could not verify the session; retry shortly",
+            ))
+        }
+        Err(_) => Err(unauthenticated(
+            "the access token is invalid, expired or revoked; refresh or sign in again",
+        )),
+    }
+}
+
+async fn execute(
+    app: &App,
+    media: MediaType,
+    params: Params,
+    is_get: bool,
+    headers: &HeaderMap,
+    client: ClientInfo,
+) -> Response {
     let info = OperationInfo::new(is_get);
     let request = match to_request(params, &info) {
         Ok(r) => r,
@@ -210,6 +265,11 @@ async fn execute(app: &App, media: MediaType, params: Params, is_get: bool) -> R
             return error_response(media.request_error_status(), media, "BAD_REQUEST", &message);
         }
     };
+    let viewer = match authenticate(app, headers, media).await {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let request = request.data(viewer).data(client);
     let mut response = app.schema.execute(request).await;
     let state = info.state();
     if state.mutation_refused {
@@ -271,6 +331,7 @@ fn not_acceptable() -> Response {
 /// `POST /graphql` with an `application/json` body.
 pub async fn post_handler(
     State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -343,12 +404,23 @@ pub async fn post_handler(
         variables: map.remove("variables"),
         extensions: map.remove("extensions"),
     };
-    execute(&app, media, params, false).await
+    execute(
+        &app,
+        media,
+        params,
+        false,
+        &headers,
+        ClientInfo {
+            ip: Some(peer.ip()),
+        },
+    )
+    .await
 }
 
 /// `GET /graphql?query=…&variables=…` (queries only).
 pub async fn get_handler(
     State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -385,7 +457,17 @@ pub async fn get_handler(
         variables,
         extensions,
     };
-    execute(&app, media, params, true).await
+    execute(
+        &app,
+        media,
+        params,
+        true,
+        &headers,
+        ClientInfo {
+            ip: Some(peer.ip()),
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     let limit = Duration::from_secs(1);
     let (mysql, redis) = tokio::join!(
         tokio::time::timeout(limit, app.db.ping()),
-        tokio::time::timeout(limit, app.cache.redis_ping())
+        tokio::time::timeout(limit, app.redis.ping())
     );
     let mysql_up = matches!(mysql, Ok(Ok(())));
     let redis_up = matches!(redis, Ok(true));

@@ -96,7 +96,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let grace = Duration::from_millis(app.settings.http.shutdown_grace_ms);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
+    let service = router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
