@@ -1,35 +1,86 @@
 //! `GET /graphql/ws`: GraphQL subscriptions over WebSocket, both the `graphql-transport-ws`
 //! protocol and the legacy `graphql-ws` (subscriptions-transport-ws) one.
 
+use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::Data;
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use async_graphql::http::{
+    ALL_WEBSOCKET_PROTOCOLS, WebSocket as GraphQLSession, WebSocketProtocols, WsMessage,
+};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
+use futures::{SinkExt as _, StreamExt as _};
 use resolvers::auth::Viewer;
 
 use crate::app::App;
 
-/// Upgrades to a GraphQL WebSocket session.
+/// Marks a refused `connection_init`, so the socket closes with 4403 as the protocol recommends.
+const REFUSED: &str = "UNAUTHENTICATED";
+
+/// Upgrades to a GraphQL WebSocket session in the first subprotocol offered that we speak.
 pub async fn handler(
     State(app): State<Arc<App>>,
-    protocol: GraphQLProtocol,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let schema = app.schema.clone();
+    let offered = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let protocol = offered
+        .split(',')
+        .map(str::trim)
+        .find_map(|p| WebSocketProtocols::from_str(p).ok());
+    let Some(protocol) = protocol else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Protocol must offer graphql-transport-ws or graphql-ws",
+        )
+            .into_response();
+    };
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, schema, protocol)
-                .keepalive_timeout(Duration::from_secs(30))
-                .on_connection_init(
-                    move |payload| async move { connection_data(&app, payload).await },
-                )
-                .serve()
-        })
+        .on_upgrade(move |socket| serve(app, socket, protocol))
+}
+
+async fn serve(app: Arc<App>, socket: WebSocket, protocol: WebSocketProtocols) {
+    let (mut sink, stream) = socket.split();
+    let input = stream
+        .take_while(|r| futures::future::ready(r.is_ok()))
+        .filter_map(|r| {
+            futures::future::ready(match r {
+                Ok(Message::Text(text)) => Some(text.as_bytes().to_vec()),
+                Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
+                _ => None,
+            })
+        });
+    let schema = app.schema.clone();
+    let session = GraphQLSession::new(schema, input, protocol)
+        .keepalive_timeout(Duration::from_secs(30))
+        .on_connection_init(move |payload| async move { connection_data(&app, payload).await })
+        .map(|message| match message {
+            WsMessage::Text(text) => Message::Text(text.into()),
+            WsMessage::Close(_, reason) if reason.starts_with(REFUSED) => {
+                Message::Close(Some(CloseFrame {
+                    code: 4403,
+                    reason: "Forbidden".into(),
+                }))
+            }
+            WsMessage::Close(code, reason) => Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })),
+        });
+    futures::pin_mut!(session);
+    while let Some(message) = session.next().await {
+        if sink.send(message).await.is_err() {
+            break;
+        }
+    }
 }
 
 /// `connection_init` carries `{"Authorization": "Bearer <token>"}` (any capitalisation of the
@@ -54,9 +105,9 @@ async fn connection_data(app: &App, payload: serde_json::Value) -> async_graphql
             match app.identity.authenticate(&token).await {
                 Ok(subject) => Viewer::Authenticated(subject),
                 Err(_) => {
-                    return Err(async_graphql::Error::new(
-                        "UNAUTHENTICATED: the access token is invalid, expired or revoked",
-                    ));
+                    return Err(async_graphql::Error::new(format!(
+                        "{REFUSED}: the access token is invalid, expired or revoked"
+                    )));
                 }
             }
         }

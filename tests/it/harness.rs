@@ -31,6 +31,10 @@ pub struct Options {
     pub redis_url: Option<String>,
     /// DataLoader batching window; `None` keeps the production default.
     pub loader_delay_us: Option<u64>,
+    /// Base URL of the (fake) WeChat API.
+    pub wechat_base: Option<String>,
+    /// `auth.dev_login`.
+    pub dev_login: bool,
 }
 
 impl Default for Options {
@@ -40,6 +44,8 @@ impl Default for Options {
             cache: true,
             redis_url: None,
             loader_delay_us: None,
+            wechat_base: None,
+            dev_login: false,
         }
     }
 }
@@ -52,6 +58,60 @@ pub struct TestApp {
     redis_url: String,
     redis_prefix: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Whether dropping this removes the database and Redis keys (not for replicas).
+    owner: bool,
+}
+
+async fn serve(app: Arc<App>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        ruizhu::http::serve(app, listener, async move {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    (addr, tx)
+}
+
+/// Everything logged by any test in this process, for the no-secrets-in-logs check.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs (once) a subscriber that keeps every log line, at trace level for our crates, in
+/// the JSON format production uses.
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::new(
+            "info,ruizhu=trace,domain=trace,resolvers=trace,tower_http=trace",
+        );
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_env_filter(filter)
+            .with_writer(|| LogSink)
+            .try_init();
+    });
 }
 
 impl TestApp {
@@ -78,27 +138,23 @@ impl TestApp {
         settings.cache.enabled = options.cache;
         settings.seed.demo = Some(options.seed);
         settings.http.shutdown_grace_ms = 1_000;
+        settings.wechat.app_id = crate::fake_wechat::APP_ID.to_owned();
+        settings.wechat.app_secret = SecretString::from(crate::fake_wechat::APP_SECRET);
+        settings.wechat.timeout_ms = 1_000;
+        if let Some(base) = &options.wechat_base {
+            settings.wechat.api_base = base.clone();
+        }
+        settings.auth.dev_login = options.dev_login;
         if let Some(delay) = options.loader_delay_us {
             settings.graphql.loader_delay_us = delay;
         }
 
+        capture_logs();
         let app = App::build(settings).expect("app builds");
         app::prepare_database(&app.settings, &app.db)
             .await
             .expect("database prepared");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let served = app.clone();
-        tokio::spawn(async move {
-            ruizhu::http::serve(served, listener, async move {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server runs");
-        });
+        let (addr, tx) = serve(app.clone()).await;
         Self {
             addr,
             app,
@@ -107,7 +163,38 @@ impl TestApp {
             redis_url,
             redis_prefix,
             shutdown: Some(tx),
+            owner: true,
         }
+    }
+
+    /// A second server process over the same database and Redis (a replica).
+    pub async fn replica(&self) -> Self {
+        let app = App::build(self.app.settings.clone()).expect("replica builds");
+        let (addr, tx) = serve(app.clone()).await;
+        Self {
+            addr,
+            app,
+            client: reqwest::Client::new(),
+            db_url: self.db_url.clone(),
+            redis_url: self.redis_url.clone(),
+            redis_prefix: self.redis_prefix.clone(),
+            shutdown: Some(tx),
+            owner: false,
+        }
+    }
+
+    /// POSTs a GraphQL request with a bearer token; returns status and body.
+    pub async fn post_as(&self, token: &str, query: &str, variables: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url("/graphql"))
+            .bearer_auth(token)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.expect("JSON body"))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -156,6 +243,9 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if !self.owner {
+            return;
         }
         let db_url = self.db_url.clone();
         let redis_url = self.redis_url.clone();

@@ -3,10 +3,18 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
+mod fake_wechat;
 mod harness;
 
 mod catalog;
 mod http_spec;
+mod identity;
 mod ops;
 mod schema;
 mod websocket;
+
+/// The opaque id the API shows for `kind` number `id`.
+pub fn harness_id(kind: &str, id: u64) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{kind}:{id}"))
+}

@@ -7,7 +7,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::{Identity, mask_phone};
 use crate::DomainResult;
-use crate::schema::member_addresses;
+use crate::schema::{member_addresses, members};
 use crate::validation::{UserError, UserErrorCode, is_mainland_mobile, text};
 
 /// Most addresses one member may keep.
@@ -160,13 +160,19 @@ impl Identity {
         Ok(out)
     }
 
-    async fn address(&self, member_id: u64, id: u64) -> DomainResult<Option<Address>> {
-        let mut conn = self.db.conn().await?;
+    /// One address of the member, on a connection the caller already holds (taking a second
+    /// one while holding the first could exhaust the pool under load).
+    async fn address_on(
+        &self,
+        conn: &mut diesel_async::AsyncMysqlConnection,
+        member_id: u64,
+        id: u64,
+    ) -> DomainResult<Option<Address>> {
         let row = member_addresses::table
             .filter(member_addresses::id.eq(id))
             .filter(member_addresses::member_id.eq(member_id))
             .select(AddressRow::as_select())
-            .first(&mut conn)
+            .first(conn)
             .await
             .optional()?;
         Ok(row.map(|r| self.open(r)))
@@ -188,11 +194,17 @@ impl Identity {
         let mut conn = self.db.conn().await?;
         let inserted = conn
             .transaction::<_, diesel::result::Error, _>(async |conn| {
-                // lock the member's rows so two concurrent adds cannot pass the limit together
+                // lock the member (not the address range: gap locks on an empty range deadlock
+                // concurrent inserts) so two concurrent adds cannot pass the limit together
+                members::table
+                    .find(member_id)
+                    .select(members::id)
+                    .for_update()
+                    .first::<u64>(conn)
+                    .await?;
                 let ids: Vec<u64> = member_addresses::table
                     .filter(member_addresses::member_id.eq(member_id))
                     .select(member_addresses::id)
-                    .for_update()
                     .load(conn)
                     .await?;
                 if i64::try_from(ids.len()).unwrap_or(i64::MAX) >= MAX_ADDRESSES {
@@ -235,7 +247,10 @@ impl Identity {
                 field: None,
                 message: format!("at most {MAX_ADDRESSES} addresses"),
             }])),
-            Some(id) => Ok(self.address(member_id, id).await?.ok_or_else(not_found)),
+            Some(id) => Ok(self
+                .address_on(&mut conn, member_id, id)
+                .await?
+                .ok_or_else(not_found)),
         }
     }
 
@@ -274,9 +289,13 @@ impl Identity {
             return Ok(Err(not_found()));
         }
         if input.is_default {
+            drop(conn);
             return self.set_default_address(member_id, id).await;
         }
-        Ok(self.address(member_id, id).await?.ok_or_else(not_found))
+        Ok(self
+            .address_on(&mut conn, member_id, id)
+            .await?
+            .ok_or_else(not_found))
     }
 
     /// Removes an address; when it was the default, the newest remaining one becomes default.
@@ -355,6 +374,9 @@ impl Identity {
         if !found {
             return Ok(Err(not_found()));
         }
-        Ok(self.address(member_id, id).await?.ok_or_else(not_found))
+        Ok(self
+            .address_on(&mut conn, member_id, id)
+            .await?
+            .ok_or_else(not_found))
     }
 }

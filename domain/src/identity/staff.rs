@@ -121,13 +121,16 @@ impl Identity {
                 });
             }
         }
-        let mut conn = self.db.conn().await?;
-        let row: Option<(StaffAccount, String)> = staff_accounts::table
-            .filter(staff_accounts::username.eq(username))
-            .select((StaffAccount::as_select(), staff_accounts::password_hash))
-            .first(&mut conn)
-            .await
-            .optional()?;
+        let row: Option<(StaffAccount, String)> = {
+            // not held across the (deliberately slow) password check
+            let mut conn = self.db.conn().await?;
+            staff_accounts::table
+                .filter(staff_accounts::username.eq(username))
+                .select((StaffAccount::as_select(), staff_accounts::password_hash))
+                .first(&mut conn)
+                .await
+                .optional()?
+        };
         let (account, phc) = match row {
             Some((account, phc)) => (Some(account), phc),
             None => (None, decoy_hash().to_owned()),
@@ -151,6 +154,7 @@ impl Identity {
         };
         self.failures.reset(&user_key).await;
         let role = Role::parse(&account.role).ok_or(AuthError::InvalidCredentials)?;
+        let mut conn = self.db.conn().await?;
         let tokens = self
             .start_session(
                 &mut conn,
