@@ -258,7 +258,7 @@ mod tests {
     #[test]
     fn masks_phone_numbers() {
         assert_eq!(mask_phone("13812345678"), "138****5678");
-        assert_eq!(mask_phone("+852 91234567"), "852****67");
+        assert_eq!(mask_phone("+44 20 7946 09"), "442****09");
         assert_eq!(mask_phone("123"), "****");
     }
 
