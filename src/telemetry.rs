@@ -22,7 +22,10 @@ pub fn init_logging(settings: &Settings) {
             .with_span_list(false)
             .flatten_event(true)
             .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Pretty => builder
+            .compact()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init(),
     };
     // a second call (tests) keeps the first subscriber
     drop(installed);
