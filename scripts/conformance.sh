@@ -18,6 +18,7 @@ db="rz_conformance_$$"
 export RUIZHU_HTTP__ADDR="127.0.0.1:${port}"
 export RUIZHU_DATABASE__URL="mysql://root@127.0.0.1:3306/${db}"
 export RUIZHU_REDIS__KEY_PREFIX="rz-conformance-$$:"
+export RUIZHU_AUTH__DEV_LOGIN=true
 log=$(mktemp)
 "$CARGO_TARGET_DIR/debug/ruizhu" serve >"$log" 2>&1 &
 server=$!

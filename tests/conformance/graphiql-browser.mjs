@@ -1,12 +1,22 @@
 // Uses GraphiQL as a person would, in headless Chromium with every outside host blocked:
-// opens /graphiql, types a `products` query, adds an Authorization header, runs it and waits
-// for data in the result pane.  node graphiql-browser.mjs http://127.0.0.1:8080 [screenshot.png]
+// opens /graphiql, types a query for `products` and the signed-in member, adds an Authorization
+// header with a real token, runs it and waits for data in the result pane. The server must run
+// with RUIZHU_AUTH__DEV_LOGIN=true (the token comes from a development login).
+//   node graphiql-browser.mjs http://127.0.0.1:8080 [screenshot.png]
 import { chromium } from 'playwright-core';
 
 const base = process.argv[2] ?? 'http://127.0.0.1:8080';
 const screenshot = process.argv[3];
 const origin = new URL(base).host;
 const outside = [];
+
+const login = await fetch(`${base}/graphql`, {
+  method: 'POST',
+  headers: { 'content-type': 'application/json' },
+  body: JSON.stringify({ query: 'mutation { loginWithWeChat(code: "dev:browser") { accessToken member { id } } }' }),
+}).then((r) => r.json());
+const token = login.data.loginWithWeChat.accessToken;
+const memberId = login.data.loginWithWeChat.member.id;
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
@@ -43,13 +53,13 @@ try {
   await page.click('.graphiql-query-editor .CodeMirror');
   await page.keyboard.press('Control+A');
   await page.keyboard.press('Delete');
-  await page.keyboard.type('{ products(first: 3) { totalCount edges { node { name nameEn } } ', { delay: 5 });
+  await page.keyboard.type('{ me { id } products(first: 3) { totalCount edges { node { name nameEn } } ', { delay: 5 });
   await page.keyboard.press('Escape');
 
   // an Authorization header, as a staff member would add their token
   await page.getByText('Headers', { exact: true }).click();
   await page.click('.graphiql-editor-tool .graphiql-editor:not(.hidden) .CodeMirror');
-  await page.keyboard.type('{"Authorization": "Bearer browser-check"', { delay: 5 });
+  await page.keyboard.type(`{"Authorization": "Bearer ${token}"`, { delay: 1 });
   await page.keyboard.press('Escape');
 
   await page.click('.graphiql-execute-button');
@@ -63,7 +73,8 @@ try {
   const checks = [
     ['result has data', result.includes('"data"') && result.includes('"edges"')],
     ['result has no errors', !result.includes('"errors"')],
-    ['Authorization header was sent', sentAuthorization === 'Bearer browser-check'],
+    ['Authorization header was sent', sentAuthorization === `Bearer ${token}`],
+    ['the server saw the signed-in member', result.includes(memberId)],
     ['nothing requested from outside', outside.length === 0],
     ['no console errors', consoleErrors.length === 0],
   ];
