@@ -4,10 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::cache::Cache;
+use domain::cart::Carts;
 use domain::catalog::Catalog;
 use domain::crypto::{BlindIndex, FieldCipher};
 use domain::db::Db;
 use domain::identity::{Identity, TokenKeys};
+use domain::order::Orders;
 use domain::redis::Redis;
 use domain::wechat::WechatClient;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -30,6 +32,10 @@ pub struct App {
     pub catalog: Catalog,
     /// Logins, sessions, members, staff.
     pub identity: Identity,
+    /// Checkout and the order lifecycle.
+    pub orders: Orders,
+    /// Carts.
+    pub carts: Carts,
     /// The executable GraphQL schema.
     pub schema: ApiSchema,
     /// Prometheus exposition.
@@ -53,14 +59,21 @@ impl App {
             wechat,
             settings.auth.clone(),
         );
+        let cipher = FieldCipher::new(&settings.crypto)?;
+        let orders = Orders::new(db.clone(), cipher, catalog.clone(), settings.orders.clone());
+        let carts = Carts::new(db.clone());
         let loaders = Loaders::new(
             catalog.clone(),
             identity.clone(),
+            orders.clone(),
+            carts.clone(),
             Duration::from_micros(settings.graphql.loader_delay_us),
         );
         let schema = resolvers::schema_builder()
             .data(catalog.clone())
             .data(identity.clone())
+            .data(orders.clone())
+            .data(carts.clone())
             .data(loaders)
             .extension(Observe)
             .finish();
@@ -71,6 +84,8 @@ impl App {
             cache,
             catalog,
             identity,
+            orders,
+            carts,
             schema,
             metrics: telemetry::metrics_handle(),
         }))

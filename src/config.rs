@@ -10,6 +10,7 @@ use domain::cache::CacheSettings;
 use domain::crypto::CryptoSettings;
 use domain::db::DbSettings;
 use domain::identity::{AuthSettings, JwtSettings};
+use domain::order::OrderSettings;
 use domain::redis::RedisSettings;
 use domain::wechat::WechatSettings;
 use figment::Figment;
@@ -55,6 +56,8 @@ pub struct Settings {
     pub wechat: WechatSettings,
     /// `[crypto]`: keys for personal data.
     pub crypto: CryptoSettings,
+    /// `[orders]`: checkout and the order lifecycle.
+    pub orders: OrderSettings,
     /// `[seed]`: demo data.
     pub seed: SeedSettings,
     /// `[log]`: logging.

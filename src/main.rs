@@ -156,7 +156,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     tracing::info!("listening on http://{addr} (GraphiQL at /graphiql)");
+    // single-node mode: the workers run in this process
+    let sweeper = ruizhu::workers::spawn_order_sweeper(app.clone());
     http::serve(app, listener, http::shutdown_signal()).await?;
+    sweeper.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -3,12 +3,14 @@
 //! HTTP; the GraphQL layer (`resolvers`), webhooks and workers all call into these functions.
 
 pub mod cache;
+pub mod cart;
 pub mod catalog;
 pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod identity;
 pub mod money;
+pub mod order;
 pub mod redis;
 pub mod schema;
 pub mod validation;

@@ -48,6 +48,7 @@ diesel::table! {
         material -> Nullable<Varchar>,
         price_fen -> Bigint,
         stock -> Integer,
+        purchase_limit -> Nullable<Integer>,
         status -> Varchar,
         position -> Integer,
         created_at -> Datetime,
@@ -77,15 +78,6 @@ diesel::joinable!(product_categories -> categories (category_id));
 diesel::joinable!(skus -> products (product_id));
 diesel::joinable!(product_images -> products (product_id));
 diesel::joinable!(product_tags -> products (product_id));
-
-diesel::allow_tables_to_appear_in_same_query!(
-    categories,
-    products,
-    product_categories,
-    skus,
-    product_images,
-    product_tags,
-);
 
 diesel::table! {
     members (id) {
@@ -160,10 +152,124 @@ diesel::table! {
 diesel::joinable!(refresh_tokens -> auth_sessions (session_id));
 diesel::joinable!(member_addresses -> members (member_id));
 
+diesel::table! {
+    cart_lines (id) {
+        id -> Unsigned<Bigint>,
+        member_id -> Unsigned<Bigint>,
+        sku_id -> Unsigned<Bigint>,
+        quantity -> Integer,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    orders (id) {
+        id -> Unsigned<Bigint>,
+        order_no -> Nullable<Varchar>,
+        member_id -> Unsigned<Bigint>,
+        status -> Varchar,
+        subtotal_fen -> Bigint,
+        discount_fen -> Bigint,
+        shipping_fen -> Bigint,
+        total_fen -> Bigint,
+        refunded_fen -> Bigint,
+        currency -> Char,
+        ship_recipient -> Varchar,
+        ship_phone_enc -> Varchar,
+        ship_province -> Varchar,
+        ship_city -> Varchar,
+        ship_district -> Varchar,
+        ship_detail -> Varchar,
+        ship_postal_code -> Nullable<Varchar>,
+        note -> Nullable<Varchar>,
+        carrier -> Nullable<Varchar>,
+        tracking_no -> Nullable<Varchar>,
+        payment_deadline -> Datetime,
+        paid_at -> Nullable<Datetime>,
+        shipped_at -> Nullable<Datetime>,
+        delivered_at -> Nullable<Datetime>,
+        completed_at -> Nullable<Datetime>,
+        cancelled_at -> Nullable<Datetime>,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    order_lines (id) {
+        id -> Unsigned<Bigint>,
+        order_id -> Unsigned<Bigint>,
+        sku_id -> Unsigned<Bigint>,
+        product_id -> Unsigned<Bigint>,
+        sku_code -> Varchar,
+        product_name_zh -> Varchar,
+        product_name_en -> Varchar,
+        color -> Nullable<Varchar>,
+        size -> Nullable<Varchar>,
+        material -> Nullable<Varchar>,
+        unit_price_fen -> Bigint,
+        quantity -> Integer,
+        line_total_fen -> Bigint,
+    }
+}
+
+diesel::table! {
+    order_events (id) {
+        id -> Unsigned<Bigint>,
+        order_id -> Unsigned<Bigint>,
+        from_status -> Nullable<Varchar>,
+        to_status -> Varchar,
+        actor_kind -> Varchar,
+        actor_id -> Nullable<Unsigned<Bigint>>,
+        note -> Nullable<Varchar>,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (member_id, idem_key) {
+        member_id -> Unsigned<Bigint>,
+        idem_key -> Varchar,
+        request_hash -> Binary,
+        order_id -> Unsigned<Bigint>,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    inventory_ledger (id) {
+        id -> Unsigned<Bigint>,
+        sku_id -> Unsigned<Bigint>,
+        delta -> Integer,
+        reason -> Varchar,
+        order_id -> Nullable<Unsigned<Bigint>>,
+        actor_id -> Nullable<Unsigned<Bigint>>,
+        note -> Nullable<Varchar>,
+        created_at -> Datetime,
+    }
+}
+
+diesel::joinable!(order_lines -> orders (order_id));
+diesel::joinable!(order_events -> orders (order_id));
+diesel::joinable!(cart_lines -> skus (sku_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
+    categories,
+    products,
+    product_categories,
+    skus,
+    product_images,
+    product_tags,
     members,
     staff_accounts,
     auth_sessions,
     refresh_tokens,
     member_addresses,
+    cart_lines,
+    orders,
+    order_lines,
+    order_events,
+    idempotency_keys,
+    inventory_ledger,
 );

@@ -461,6 +461,17 @@ impl SkuNode {
         }
     }
 
+    /// Units in stock (staff only; customers see `stockStatus`).
+    #[graphql(guard = "crate::auth::StaffGuard::ANY")]
+    async fn stock(&self) -> i32 {
+        self.0.stock
+    }
+
+    /// Most units one customer may buy across their orders; null when unlimited.
+    async fn purchase_limit(&self) -> Option<i32> {
+        self.0.purchase_limit
+    }
+
     /// The product this SKU belongs to; null if it is not published.
     async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ProductNode>> {
         let product = loaders(ctx)
@@ -468,6 +479,52 @@ impl SkuNode {
             .load_one(ProductById(self.0.product_id))
             .await?;
         Ok(product.filter(|p| p.is_published()).map(ProductNode))
+    }
+}
+
+/// Result of `adjustStock`.
+#[derive(SimpleObject)]
+pub struct AdjustStockPayload {
+    /// Units in stock after the change; null when `errors` is not empty.
+    pub stock: Option<i32>,
+    /// Why nothing changed; empty on success.
+    pub errors: Vec<crate::payload::UserError>,
+}
+
+/// Catalog changes (operations).
+#[derive(Default)]
+pub struct CatalogMutation;
+
+/// Catalog changes (operations).
+#[Object]
+impl CatalogMutation {
+    /// Adds `delta` units to a SKU's stock (negative to remove; never below zero), recorded in
+    /// the inventory ledger with `reason`.
+    #[graphql(guard = "crate::auth::StaffGuard::OPS")]
+    async fn adjust_stock(
+        &self,
+        ctx: &Context<'_>,
+        sku_id: ID,
+        delta: i32,
+        reason: String,
+    ) -> async_graphql::Result<AdjustStockPayload> {
+        let (staff_id, _) = crate::auth::staff(ctx, crate::auth::StaffGuard::OPS.0)?;
+        let sku = id::decode("Sku", "skuId", &sku_id)?;
+        let result = ctx
+            .data_unchecked::<Catalog>()
+            .adjust_stock(sku, delta, &reason, staff_id)
+            .await
+            .map_err(|e| internal(&e))?;
+        Ok(match result {
+            Ok(stock) => AdjustStockPayload {
+                stock: Some(stock),
+                errors: Vec::new(),
+            },
+            Err(e) => AdjustStockPayload {
+                stock: None,
+                errors: crate::payload::user_errors(e),
+            },
+        })
     }
 }
 

@@ -106,6 +106,29 @@ impl MemberNode {
         self.0.created_at.and_utc()
     }
 
+    /// The cart, priced at today's prices.
+    async fn cart(&self) -> crate::cart::CartNode {
+        crate::cart::CartNode {
+            member_id: self.0.id,
+        }
+    }
+
+    /// The member's orders, newest first.
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 0–50; 20 when omitted.")] first: Option<i32>,
+        #[graphql(desc = "Continue after this cursor.")] after: Option<String>,
+        #[graphql(desc = "Only orders in this status.")] status: Option<crate::order::OrderStatus>,
+    ) -> async_graphql::Result<crate::order::OrderConnection> {
+        let filter = domain::order::query::OrderFilter {
+            member_id: Some(self.0.id),
+            statuses: status.map(|s| vec![s.domain()]).unwrap_or_default(),
+            ..Default::default()
+        };
+        crate::order::order_connection(ctx, filter, first, after).await
+    }
+
     /// Address book, default first.
     async fn addresses(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<AddressNode>> {
         let loaded = ctx

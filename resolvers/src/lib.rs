@@ -3,6 +3,7 @@
 //! extension. No HTTP here: `src/http` carries requests in and responses out.
 
 pub mod auth;
+pub mod cart;
 pub mod catalog;
 pub mod error;
 pub mod id;
@@ -10,6 +11,7 @@ pub mod identity;
 pub mod loaders;
 pub mod money;
 pub mod observe;
+pub mod order;
 pub mod pagination;
 pub mod payload;
 pub mod system;
@@ -22,11 +24,20 @@ pub use observe::{Observe, OperationInfo};
 
 /// Every query root field, merged from the contexts.
 #[derive(MergedObject, Default)]
-pub struct Query(catalog::CatalogQuery, identity::IdentityQuery);
+pub struct Query(
+    catalog::CatalogQuery,
+    identity::IdentityQuery,
+    order::OrderQuery,
+);
 
 /// Every mutation root field, merged from the contexts.
 #[derive(MergedObject, Default)]
-pub struct Mutation(identity::IdentityMutation);
+pub struct Mutation(
+    identity::IdentityMutation,
+    cart::CartMutation,
+    order::OrderMutation,
+    catalog::CatalogMutation,
+);
 
 /// Every subscription root field, merged from the contexts.
 #[derive(MergedSubscription, Default)]

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::dataloader::{DataLoader, Loader};
+use domain::cart::{CartLine, Carts};
 use domain::catalog::{Catalog, CategoryTree, Product, ProductImage, Sku};
 use domain::identity::Identity;
 use domain::identity::addresses::Address;
 use domain::identity::members::Member;
 use domain::identity::staff::StaffAccount;
+use domain::order::{OrderEventRow, OrderLineRow, OrderRow, Orders};
 
 use crate::error::internal;
 
@@ -33,6 +35,9 @@ pub struct CategoriesByProduct(pub u64);
 /// The tags of a product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TagsByProduct(pub u64);
+/// A SKU by id (through its product's cached SKU list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SkuById(pub u64);
 /// The whole category tree (there is only one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WholeCategoryTree;
@@ -114,6 +119,17 @@ impl Loader<TagsByProduct> for CatalogLoader {
     }
 }
 
+impl Loader<SkuById> for CatalogLoader {
+    type Value = Sku;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[SkuById]) -> Batch<SkuById, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        let found = self.0.skus_by_id(&ids).await.map_err(|e| internal(&e))?;
+        Ok(rekey(found, SkuById))
+    }
+}
+
 impl Loader<WholeCategoryTree> for CatalogLoader {
     type Value = Arc<CategoryTree>;
     type Error = async_graphql::Error;
@@ -177,18 +193,100 @@ impl Loader<StaffById> for IdentityLoader {
     }
 }
 
+/// An order by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OrderById(pub u64);
+/// The lines of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OrderLinesByOrder(pub u64);
+/// The timeline of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OrderEventsByOrder(pub u64);
+/// The cart lines of a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CartByMember(pub u64);
+
+/// Batch functions of the order and cart contexts.
+pub struct OrderLoader(pub Orders, pub Carts);
+
+impl Loader<OrderById> for OrderLoader {
+    type Value = OrderRow;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[OrderById]) -> Batch<OrderById, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        Ok(rekey(
+            self.0.orders(&ids).await.map_err(|e| internal(&e))?,
+            OrderById,
+        ))
+    }
+}
+
+impl Loader<OrderLinesByOrder> for OrderLoader {
+    type Value = Arc<Vec<OrderLineRow>>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[OrderLinesByOrder]) -> Batch<OrderLinesByOrder, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        let found = self.0.lines(&ids).await.map_err(|e| internal(&e))?;
+        Ok(found
+            .into_iter()
+            .map(|(id, v)| (OrderLinesByOrder(id), Arc::new(v)))
+            .collect())
+    }
+}
+
+impl Loader<OrderEventsByOrder> for OrderLoader {
+    type Value = Arc<Vec<OrderEventRow>>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[OrderEventsByOrder]) -> Batch<OrderEventsByOrder, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        let found = self.0.events(&ids).await.map_err(|e| internal(&e))?;
+        Ok(found
+            .into_iter()
+            .map(|(id, v)| (OrderEventsByOrder(id), Arc::new(v)))
+            .collect())
+    }
+}
+
+impl Loader<CartByMember> for OrderLoader {
+    type Value = Arc<Vec<CartLine>>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[CartByMember]) -> Batch<CartByMember, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        let found = self.1.lines(&ids).await.map_err(|e| internal(&e))?;
+        Ok(found
+            .into_iter()
+            .map(|(id, v)| (CartByMember(id), Arc::new(v)))
+            .collect())
+    }
+}
+
 /// Every DataLoader of the API; added to the schema as data.
 pub struct Loaders {
     /// Catalog reads.
     pub catalog: DataLoader<CatalogLoader>,
     /// Identity reads.
     pub identity: DataLoader<IdentityLoader>,
+    /// Order and cart reads.
+    pub order: DataLoader<OrderLoader>,
 }
 
 impl Loaders {
     /// Builds the loaders; `delay` is how long a loader waits to collect keys into one batch.
-    pub fn new(catalog: Catalog, identity: Identity, delay: Duration) -> Self {
+    pub fn new(
+        catalog: Catalog,
+        identity: Identity,
+        orders: Orders,
+        carts: Carts,
+        delay: Duration,
+    ) -> Self {
         Self {
+            order: DataLoader::new(OrderLoader(orders, carts), tokio::spawn)
+                .delay(delay)
+                .max_batch_size(1_000),
             catalog: DataLoader::new(CatalogLoader(catalog), tokio::spawn)
                 .delay(delay)
                 .max_batch_size(1_000),

@@ -9,10 +9,26 @@ use domain::validation;
 pub enum UserErrorCode {
     /// A field is missing, too long, malformed or out of range.
     InvalidInput,
-    /// A per-member limit is reached (e.g. 20 addresses).
+    /// A per-member limit is reached (e.g. 20 addresses, 50 cart lines).
     LimitReached,
     /// The thing to change does not exist or belongs to someone else.
     NotFound,
+    /// The order has no lines.
+    EmptyOrder,
+    /// Not enough stock for the SKU in `skuId`.
+    OutOfStock,
+    /// The member would exceed the purchase limit of the SKU in `skuId`.
+    PurchaseLimitExceeded,
+    /// The SKU in `skuId` does not exist, is inactive or its product is not on sale.
+    SkuUnavailable,
+    /// The delivery address is not one of the member's.
+    AddressNotFound,
+    /// The idempotency key was used before with different input.
+    IdempotencyKeyReused,
+    /// The coupon cannot be used for this order.
+    CouponNotApplicable,
+    /// The order's status does not allow this (e.g. shipping an unpaid order).
+    InvalidOrderTransition,
 }
 
 /// An expected failure of a mutation, with the input field at fault.
@@ -24,6 +40,8 @@ pub struct UserError {
     pub field: Option<String>,
     /// Human-readable explanation.
     pub message: String,
+    /// The SKU concerned, for stock, availability and purchase-limit errors; null otherwise.
+    pub sku_id: Option<async_graphql::ID>,
 }
 
 impl From<validation::UserError> for UserError {
@@ -37,6 +55,19 @@ impl From<validation::UserError> for UserError {
             code,
             field: e.field,
             message: e.message,
+            sku_id: None,
+        }
+    }
+}
+
+impl UserError {
+    /// An error of `code` on `field`.
+    pub fn new(code: UserErrorCode, field: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            field: field.map(str::to_owned),
+            message: message.into(),
+            sku_id: None,
         }
     }
 }

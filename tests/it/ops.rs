@@ -68,7 +68,7 @@ async fn metrics_count_operations_by_name_and_outcome() {
     assert!(has("ruizhu_db_pool_connections&state=\"in_use\""));
     assert!(has("ruizhu_db_statements_total"));
     assert!(has(
-        "ruizhu_cache_requests_total&cache=\"catalog:skus:v1\"&layer=\"local\""
+        "ruizhu_cache_requests_total&cache=\"catalog:skus:v2\"&layer=\"local\""
     ));
 }
 

@@ -1,6 +1,7 @@
 //! Catalog context: categories, products (SPU), SKUs, images and tags — reads through the cache,
 //! plus the demo seed.
 
+pub mod inventory;
 mod model;
 mod query;
 pub mod seed;
@@ -18,7 +19,7 @@ use crate::db::Db;
 /// Cache namespaces of the catalog (also the `cache` label of the cache metrics).
 mod ns {
     pub const PRODUCT: &str = "catalog:product:v1";
-    pub const SKUS: &str = "catalog:skus:v1";
+    pub const SKUS: &str = "catalog:skus:v2";
     pub const IMAGES: &str = "catalog:images:v1";
     pub const CATEGORIES_OF: &str = "catalog:product-categories:v1";
     pub const TAGS: &str = "catalog:tags:v1";
@@ -92,6 +93,12 @@ impl Catalog {
                 Ok(query::tags_by_product(&mut conn, &missing).await?)
             })
             .await
+    }
+
+    /// SKUs by id, read from MySQL (stock must be current here: carts and orders use it).
+    pub async fn skus_by_id(&self, ids: &[u64]) -> DomainResult<HashMap<u64, Sku>> {
+        let mut conn = self.db.conn().await?;
+        Ok(query::skus_by_ids(&mut conn, ids).await?)
     }
 
     /// The whole category tree.

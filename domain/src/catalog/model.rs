@@ -58,6 +58,7 @@ pub struct Sku {
     pub material: Option<String>,
     pub price_fen: i64,
     pub stock: i32,
+    pub purchase_limit: Option<i32>,
     pub status: String,
     pub position: i32,
 }

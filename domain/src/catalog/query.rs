@@ -217,6 +217,19 @@ pub async fn skus_by_product(
     Ok(group(product_ids, rows, |s| s.product_id))
 }
 
+/// SKUs by id.
+pub async fn skus_by_ids(
+    conn: &mut AsyncMysqlConnection,
+    ids: &[u64],
+) -> QueryResult<HashMap<u64, Sku>> {
+    let rows: Vec<Sku> = skus::table
+        .filter(skus::id.eq_any(ids))
+        .select(Sku::as_select())
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().map(|s| (s.id, s)).collect())
+}
+
 /// Images of each product, in display order.
 pub async fn images_by_product(
     conn: &mut AsyncMysqlConnection,

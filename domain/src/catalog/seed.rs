@@ -464,6 +464,15 @@ pub async fn seed_demo_catalog(conn: &mut AsyncMysqlConnection) -> anyhow::Resul
                 .values(&tag_rows)
                 .execute(conn)
                 .await?;
+            // seeded stock enters the inventory ledger once, so the ledger sums to the stock
+            diesel::sql_query(
+                "INSERT INTO inventory_ledger (sku_id, delta, reason, note) \
+                 SELECT s.id, s.stock, 'initial', 'demo seed' FROM skus s \
+                 WHERE s.stock <> 0 \
+                 AND NOT EXISTS (SELECT 1 FROM inventory_ledger l WHERE l.sku_id = s.id)",
+            )
+            .execute(conn)
+            .await?;
 
             Ok(SeedSummary {
                 categories: categories::table.count().get_result(conn).await?,

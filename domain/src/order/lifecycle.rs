@@ -1,0 +1,394 @@
+//! Order transitions after checkout. Each is a conditional update on the current status (so
+//! two racing transitions cannot both apply) plus a timeline entry, in one transaction; a
+//! cancellation also puts the reserved stock back, with ledger entries, exactly once.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
+
+use super::{Actor, OrderAction, OrderRow, OrderStatus, Orders, is_retryable_conflict};
+use crate::DomainResult;
+use crate::schema::{inventory_ledger, order_events, order_lines, orders, skus};
+
+/// Why a transition was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionError {
+    /// No such order, or not the caller's.
+    NotFound,
+    /// The state machine does not allow it from the current status.
+    Invalid {
+        from: OrderStatus,
+        action: OrderAction,
+    },
+    /// The input is not acceptable (e.g. an empty tracking number).
+    InvalidInput {
+        field: &'static str,
+        message: String,
+    },
+}
+
+fn now() -> chrono::NaiveDateTime {
+    chrono::Utc::now().naive_utc()
+}
+
+enum TxError {
+    Refused(TransitionError),
+    Db(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(e: diesel::result::Error) -> Self {
+        TxError::Db(e)
+    }
+}
+
+/// Extra columns a transition sets besides the status.
+#[derive(Debug, Clone, Default)]
+pub struct Shipment {
+    /// Carrier name, e.g. `SF Express`.
+    pub carrier: String,
+    /// Carrier's tracking number.
+    pub tracking_no: String,
+}
+
+impl Orders {
+    /// Applies `action` to the order as `actor`. `owner` restricts it to that member's order.
+    async fn transition(
+        &self,
+        order_id: u64,
+        owner: Option<u64>,
+        action: OrderAction,
+        actor: Actor,
+        note: Option<String>,
+        shipment: Option<Shipment>,
+    ) -> DomainResult<Result<OrderRow, TransitionError>> {
+        let mut conn = self.db.conn().await?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let shipment = shipment.clone();
+            let note = note.clone();
+            let result = conn
+                .transaction::<_, TxError, _>(async |conn| {
+                    let current: Option<OrderRow> = orders::table
+                        .find(order_id)
+                        .select(OrderRow::as_select())
+                        .for_update()
+                        .first(conn)
+                        .await
+                        .optional()?;
+                    let Some(current) = current.filter(|o| owner.is_none_or(|m| o.member_id == m))
+                    else {
+                        return Err(TxError::Refused(TransitionError::NotFound));
+                    };
+                    let from = current.status();
+                    let to = from.apply(action).map_err(|e| {
+                        TxError::Refused(TransitionError::Invalid {
+                            from: e.from,
+                            action: e.action,
+                        })
+                    })?;
+                    apply(conn, &current, from, to, actor, note, shipment).await?;
+                    if to == OrderStatus::Cancelled {
+                        release_stock(conn, order_id).await?;
+                    }
+                    Ok(orders::table
+                        .find(order_id)
+                        .select(OrderRow::as_select())
+                        .first(conn)
+                        .await?)
+                })
+                .await;
+            match result {
+                Ok(order) => {
+                    if order.status() == OrderStatus::Cancelled {
+                        let products = self.product_ids_of(&mut conn, order_id).await?;
+                        self.catalog.invalidate_products(&products).await;
+                    }
+                    return Ok(Ok(order));
+                }
+                Err(TxError::Refused(e)) => return Ok(Err(e)),
+                Err(TxError::Db(e)) if is_retryable_conflict(&e) && attempt < 5 => continue,
+                Err(TxError::Db(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Cancels an unpaid order: the member for their own order, or staff for any.
+    pub async fn cancel(
+        &self,
+        order_id: u64,
+        actor: Actor,
+    ) -> DomainResult<Result<OrderRow, TransitionError>> {
+        let owner = match actor {
+            Actor::Member(id) => Some(id),
+            _ => None,
+        };
+        self.transition(order_id, owner, OrderAction::Cancel, actor, None, None)
+            .await
+    }
+
+    /// Staff ship a paid order.
+    pub async fn ship(
+        &self,
+        order_id: u64,
+        staff_id: u64,
+        carrier: &str,
+        tracking_no: &str,
+    ) -> DomainResult<Result<OrderRow, TransitionError>> {
+        let carrier = carrier.trim();
+        let tracking_no = tracking_no.trim();
+        if carrier.is_empty() || carrier.chars().count() > 32 {
+            return Ok(Err(TransitionError::InvalidInput {
+                field: "carrier",
+                message: "1–32 characters".into(),
+            }));
+        }
+        if tracking_no.is_empty()
+            || tracking_no.len() > 64
+            || !tracking_no
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Ok(Err(TransitionError::InvalidInput {
+                field: "trackingNo",
+                message: "1–64 letters, digits or dashes".into(),
+            }));
+        }
+        let shipment = Shipment {
+            carrier: carrier.to_owned(),
+            tracking_no: tracking_no.to_owned(),
+        };
+        self.transition(
+            order_id,
+            None,
+            OrderAction::Ship,
+            Actor::Staff(staff_id),
+            None,
+            Some(shipment),
+        )
+        .await
+    }
+
+    /// The member confirms they received their order.
+    pub async fn confirm_receipt(
+        &self,
+        order_id: u64,
+        member_id: u64,
+    ) -> DomainResult<Result<OrderRow, TransitionError>> {
+        self.transition(
+            order_id,
+            Some(member_id),
+            OrderAction::Deliver,
+            Actor::Member(member_id),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Records a verified payment (payments call this; so do tests until they exist).
+    pub async fn mark_paid(
+        &self,
+        order_id: u64,
+        note: Option<String>,
+    ) -> DomainResult<Result<OrderRow, TransitionError>> {
+        self.transition(order_id, None, OrderAction::Pay, Actor::System, note, None)
+            .await
+    }
+
+    /// Cancels orders whose payment deadline passed, at most one batch; returns how many.
+    /// Safe to run on every replica at once: rows are claimed with `FOR UPDATE SKIP LOCKED` and
+    /// changed with a conditional update, so each order is cancelled (and its stock released)
+    /// exactly once.
+    pub async fn sweep_expired(&self) -> DomainResult<usize> {
+        let mut conn = self.db.conn().await?;
+        let batch = self.settings.sweep_batch;
+        let cancelled = conn
+            .transaction::<_, diesel::result::Error, _>(async |conn| {
+                let due: Vec<OrderRow> = orders::table
+                    .filter(orders::status.eq(OrderStatus::PendingPayment.as_str()))
+                    .filter(orders::payment_deadline.lt(now()))
+                    .order(orders::payment_deadline)
+                    .limit(batch)
+                    .select(OrderRow::as_select())
+                    .for_update()
+                    .skip_locked()
+                    .load(conn)
+                    .await?;
+                let mut done = Vec::new();
+                for order in &due {
+                    if apply(
+                        conn,
+                        order,
+                        OrderStatus::PendingPayment,
+                        OrderStatus::Cancelled,
+                        Actor::System,
+                        Some("payment deadline passed".to_owned()),
+                        None,
+                    )
+                    .await?
+                    {
+                        release_stock(conn, order.id).await?;
+                        done.push(order.id);
+                    }
+                }
+                Ok(done)
+            })
+            .await?;
+        for id in &cancelled {
+            let products = self.product_ids_of(&mut conn, *id).await?;
+            self.catalog.invalidate_products(&products).await;
+        }
+        if !cancelled.is_empty() {
+            metrics::counter!("ruizhu_orders_expired_total").increment(cancelled.len() as u64);
+        }
+        Ok(cancelled.len())
+    }
+
+    /// Completes orders delivered more than `auto_complete_days` ago, one batch.
+    pub async fn auto_complete(&self) -> DomainResult<usize> {
+        let mut conn = self.db.conn().await?;
+        let cutoff = now()
+            - chrono::Duration::days(i64::try_from(self.settings.auto_complete_days).unwrap_or(7));
+        let batch = self.settings.sweep_batch;
+        Ok(conn
+            .transaction::<_, diesel::result::Error, _>(async |conn| {
+                let due: Vec<OrderRow> = orders::table
+                    .filter(orders::status.eq(OrderStatus::Delivered.as_str()))
+                    .filter(orders::delivered_at.lt(cutoff))
+                    .limit(batch)
+                    .select(OrderRow::as_select())
+                    .for_update()
+                    .skip_locked()
+                    .load(conn)
+                    .await?;
+                let mut n = 0;
+                for order in &due {
+                    if apply(
+                        conn,
+                        order,
+                        OrderStatus::Delivered,
+                        OrderStatus::Completed,
+                        Actor::System,
+                        None,
+                        None,
+                    )
+                    .await?
+                    {
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })
+            .await?)
+    }
+}
+
+/// The conditional status update plus its timeline entry; false when the order was no longer
+/// in `from` (someone else moved it first).
+async fn apply(
+    conn: &mut AsyncMysqlConnection,
+    order: &OrderRow,
+    from: OrderStatus,
+    to: OrderStatus,
+    actor: Actor,
+    note: Option<String>,
+    shipment: Option<Shipment>,
+) -> QueryResult<bool> {
+    let at = now();
+    let target = orders::table
+        .filter(orders::id.eq(order.id))
+        .filter(orders::status.eq(from.as_str()));
+    let changed = match to {
+        OrderStatus::Paid => {
+            diesel::update(target)
+                .set((orders::status.eq(to.as_str()), orders::paid_at.eq(at)))
+                .execute(conn)
+                .await?
+        }
+        OrderStatus::Shipped => {
+            let s = shipment.unwrap_or_default();
+            diesel::update(target)
+                .set((
+                    orders::status.eq(to.as_str()),
+                    orders::shipped_at.eq(at),
+                    orders::carrier.eq(s.carrier),
+                    orders::tracking_no.eq(s.tracking_no),
+                ))
+                .execute(conn)
+                .await?
+        }
+        OrderStatus::Delivered => {
+            diesel::update(target)
+                .set((orders::status.eq(to.as_str()), orders::delivered_at.eq(at)))
+                .execute(conn)
+                .await?
+        }
+        OrderStatus::Completed => {
+            diesel::update(target)
+                .set((orders::status.eq(to.as_str()), orders::completed_at.eq(at)))
+                .execute(conn)
+                .await?
+        }
+        OrderStatus::Cancelled => {
+            diesel::update(target)
+                .set((orders::status.eq(to.as_str()), orders::cancelled_at.eq(at)))
+                .execute(conn)
+                .await?
+        }
+        _ => {
+            diesel::update(target)
+                .set(orders::status.eq(to.as_str()))
+                .execute(conn)
+                .await?
+        }
+    };
+    if changed == 0 {
+        return Ok(false);
+    }
+    let (kind, id) = actor.parts();
+    diesel::insert_into(order_events::table)
+        .values((
+            order_events::order_id.eq(order.id),
+            order_events::from_status.eq(Some(from.as_str())),
+            order_events::to_status.eq(to.as_str()),
+            order_events::actor_kind.eq(kind),
+            order_events::actor_id.eq(id),
+            order_events::note.eq(note),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(true)
+}
+
+/// Puts an order's reserved units back, with `release` ledger entries.
+async fn release_stock(conn: &mut AsyncMysqlConnection, order_id: u64) -> QueryResult<()> {
+    let mut lines: Vec<(u64, i32)> = order_lines::table
+        .filter(order_lines::order_id.eq(order_id))
+        .select((order_lines::sku_id, order_lines::quantity))
+        .load(conn)
+        .await?;
+    lines.sort_unstable();
+    for (sku, quantity) in &lines {
+        diesel::update(skus::table.find(*sku))
+            .set(skus::stock.eq(skus::stock + *quantity))
+            .execute(conn)
+            .await?;
+    }
+    let ledger: Vec<_> = lines
+        .iter()
+        .map(|(sku, q)| {
+            (
+                inventory_ledger::sku_id.eq(*sku),
+                inventory_ledger::delta.eq(*q),
+                inventory_ledger::reason.eq("release"),
+                inventory_ledger::order_id.eq(Some(order_id)),
+            )
+        })
+        .collect();
+    diesel::insert_into(inventory_ledger::table)
+        .values(&ledger)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! Background work. In single-node mode `serve` runs these next to the HTTP server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::App;
+
+/// Cancels orders past their payment deadline and completes long-delivered ones, forever.
+/// Safe with any number of copies running (see `Orders::sweep_expired`).
+pub fn spawn_order_sweeper(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_millis(app.orders.settings().sweep_interval_ms.max(100));
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            // drain a backlog batch by batch, then wait for the next tick
+            loop {
+                match app.orders.sweep_expired().await {
+                    Ok(n) if n as i64 >= app.orders.settings().sweep_batch => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "order sweeper failed; retrying next tick");
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = app.orders.auto_complete().await {
+                tracing::warn!(error = %e, "auto-completion failed; retrying next tick");
+            }
+        }
+    })
+}
