@@ -108,6 +108,13 @@ impl Db {
                     .execute(&mut conn)
                     .await
                     .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                // READ COMMITTED: no gap locks on searches, so unrelated members' writes do
+                // not deadlock each other; correctness rests on row locks and conditional
+                // updates, which this level keeps
+                diesel::sql_query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .execute(&mut conn)
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
                 conn.set_instrumentation(CountingInstrumentation(counter));
                 Ok(conn)
             }
@@ -184,6 +191,10 @@ pub async fn create_database_if_missing(url: &SecretString) -> anyhow::Result<()
 pub async fn drop_database(url: &str) -> anyhow::Result<()> {
     let (server, name) = split_database(url)?;
     let mut conn = AsyncMysqlConnection::establish(server.as_str()).await?;
+    // never wait long behind a connection that still holds a lock on a table in it
+    diesel::sql_query("SET SESSION lock_wait_timeout = 5")
+        .execute(&mut conn)
+        .await?;
     diesel::sql_query(format!("DROP DATABASE IF EXISTS `{name}`"))
         .execute(&mut conn)
         .await?;

@@ -35,6 +35,10 @@ pub struct Options {
     pub wechat_base: Option<String>,
     /// `auth.dev_login`.
     pub dev_login: bool,
+    /// MySQL connections (default 8).
+    pub pool_size: Option<usize>,
+    /// `orders.payment_window_secs`.
+    pub payment_window_secs: Option<u64>,
 }
 
 impl Default for Options {
@@ -46,6 +50,8 @@ impl Default for Options {
             loader_delay_us: None,
             wechat_base: None,
             dev_login: false,
+            pool_size: None,
+            payment_window_secs: None,
         }
     }
 }
@@ -131,7 +137,12 @@ impl TestApp {
             ..Settings::default()
         };
         settings.database.url = SecretString::from(db_url.clone());
-        settings.database.pool_size = 8;
+        settings.database.pool_size = options.pool_size.unwrap_or(8);
+        // the test machine runs many servers at once: waiting longer beats flaky failures
+        settings.database.acquire_timeout_ms = 10_000;
+        if let Some(secs) = options.payment_window_secs {
+            settings.orders.payment_window_secs = secs;
+        }
         settings.database.auto_migrate = Some(true);
         settings.redis.url = SecretString::from(redis_url.clone());
         settings.redis.key_prefix = redis_prefix.clone();
@@ -276,7 +287,13 @@ impl Drop for TestApp {
                 }
             });
         });
-        let _ = cleanup.join();
+        // bounded: a failed test can leave a connection holding locks in its database
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let _ = cleanup.join();
+            let _ = done_tx.send(());
+        });
+        let _ = done_rx.recv_timeout(std::time::Duration::from_secs(10));
     }
 }
 

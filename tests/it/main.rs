@@ -10,6 +10,7 @@ mod catalog;
 mod http_spec;
 mod identity;
 mod ops;
+mod orders;
 mod schema;
 mod websocket;
 

@@ -211,9 +211,10 @@ impl Identity {
                     return Ok(None);
                 }
                 let make_default = input.is_default || ids.is_empty();
-                if make_default {
+                if make_default && !ids.is_empty() {
+                    // by primary key: locks exactly these rows
                     diesel::update(
-                        member_addresses::table.filter(member_addresses::member_id.eq(member_id)),
+                        member_addresses::table.filter(member_addresses::id.eq_any(&ids)),
                     )
                     .set(member_addresses::is_default.eq(false))
                     .execute(conn)
