@@ -78,7 +78,7 @@ fn code_of(body: &Value) -> &str {
 
 #[tokio::test]
 async fn wechat_login_creates_then_finds_the_member_and_keeps_unionid() {
-    let (app, _fake) = app_with_wechat().await;
+    let (app, fake) = app_with_wechat().await;
     let first = app
         .data(LOGIN, json!({ "code": "ok:o-alice:u-alice" }))
         .await["loginWithWeChat"]
@@ -101,9 +101,11 @@ async fn wechat_login_creates_then_finds_the_member_and_keeps_unionid() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].1.as_deref(), Some("u-alice"));
     let sealed = rows[0].2.as_deref().unwrap();
-    assert!(
-        sealed.starts_with("v1.") && !sealed.contains("SK"),
-        "session_key is stored encrypted"
+    let issued = fake.secrets().into_iter().filter(|k| k.starts_with("SK")).last().unwrap();
+    assert!(sealed.starts_with("v1.") && !sealed.contains(&issued), "session_key is stored encrypted");
+    let aad = format!("member-openid:{}:o-alice:session_key", crate::fake_wechat::APP_ID);
+    let opened = app.app.identity.cipher().decrypt(sealed, &aad).unwrap();
+    assert_eq!(opened, issued.as_bytes(), "and it is the latest one WeChat issued");
     );
     // the access token works
     let (status, me) = app

@@ -215,7 +215,7 @@ async fn four_hundred_buyers_never_oversell_one_hundred_units() {
     let remaining = stock_of(&app, sku).await;
     assert_eq!(sold + remaining, 100, "sold {sold} + remaining {remaining}");
     assert!(
-        remaining >= 0 && remaining < 3,
+        (0..3).contains(&remaining),
         "sold out to the last possible unit: {remaining} left"
     );
     assert!(failures > 0);
