@@ -101,11 +101,25 @@ async fn wechat_login_creates_then_finds_the_member_and_keeps_unionid() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].1.as_deref(), Some("u-alice"));
     let sealed = rows[0].2.as_deref().unwrap();
-    let issued = fake.secrets().into_iter().filter(|k| k.starts_with("SK")).last().unwrap();
-    assert!(sealed.starts_with("v1.") && !sealed.contains(&issued), "session_key is stored encrypted");
-    let aad = format!("member-openid:{}:o-alice:session_key", crate::fake_wechat::APP_ID);
+    let issued = fake
+        .secrets()
+        .into_iter()
+        .filter(|k| k.starts_with("SK"))
+        .last()
+        .unwrap();
+    assert!(
+        sealed.starts_with("v1.") && !sealed.contains(&issued),
+        "session_key is stored encrypted"
+    );
+    let aad = format!(
+        "member-openid:{}:o-alice:session_key",
+        crate::fake_wechat::APP_ID
+    );
     let opened = app.app.identity.cipher().decrypt(sealed, &aad).unwrap();
-    assert_eq!(opened, issued.as_bytes(), "and it is the latest one WeChat issued");
+    assert_eq!(
+        opened,
+        issued.as_bytes(),
+        "and it is the latest one WeChat issued"
     );
     // the access token works
     let (status, me) = app
