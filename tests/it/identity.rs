@@ -104,8 +104,7 @@ async fn wechat_login_creates_then_finds_the_member_and_keeps_unionid() {
     let issued = fake
         .secrets()
         .into_iter()
-        .filter(|k| k.starts_with("SK"))
-        .last()
+        .rfind(|k| k.starts_with("SK"))
         .unwrap();
     assert!(
         sealed.starts_with("v1.") && !sealed.contains(&issued),
