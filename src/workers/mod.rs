@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crate::app::App;
 
-/// Cancels orders past their payment deadline and completes long-delivered ones, forever.
+/// Cancels orders past their payment deadline, completes long-delivered ones and forgets old
+/// idempotency keys, forever.
 /// Safe with any number of copies running (see `Orders::sweep_expired`).
 pub fn spawn_order_sweeper(app: Arc<App>) -> tokio::task::JoinHandle<()> {
     let every = Duration::from_millis(app.orders.settings().sweep_interval_ms.max(100));
@@ -27,6 +28,9 @@ pub fn spawn_order_sweeper(app: Arc<App>) -> tokio::task::JoinHandle<()> {
             }
             if let Err(e) = app.orders.auto_complete().await {
                 tracing::warn!(error = %e, "auto-completion failed; retrying next tick");
+            }
+            if let Err(e) = app.orders.purge_idempotency_keys().await {
+                tracing::warn!(error = %e, "idempotency key purge failed; retrying next tick");
             }
         }
     })

@@ -382,23 +382,7 @@ impl Orders {
             }
         }
 
-        // 5. reserve stock, ascending SKU id (BTreeMap order) = one lock order for everyone
-        for (&sku, &quantity) in &lines {
-            let reserved = diesel::update(
-                skus::table
-                    .filter(skus::id.eq(sku))
-                    .filter(skus::stock.ge(quantity))
-                    .filter(skus::status.eq(SKU_ACTIVE)),
-            )
-            .set(skus::stock.eq(skus::stock - quantity))
-            .execute(conn)
-            .await?;
-            if reserved == 0 {
-                return Err(TxError::Refused(CheckoutError::OutOfStock { sku_id: sku }));
-            }
-        }
-
-        // 6. the order and its snapshot
+        // 5. the order and its snapshot
         let subtotal: i64 = lines.iter().map(|(s, q)| by_id[s].6 * i64::from(*q)).sum();
         let discount = 0_i64;
         let total = subtotal - discount;
@@ -500,6 +484,24 @@ impl Orders {
             .execute(conn)
             .await?;
         }
+        // 6. reserve stock, ascending SKU id (BTreeMap order) = one lock order for everyone.
+        //    Last on purpose: a SKU row stays locked from here to COMMIT, so everything else
+        //    is written first and a hot SKU is held for as short a time as possible.
+        for (&sku, &quantity) in &lines {
+            let reserved = diesel::update(
+                skus::table
+                    .filter(skus::id.eq(sku))
+                    .filter(skus::stock.ge(quantity))
+                    .filter(skus::status.eq(SKU_ACTIVE)),
+            )
+            .set(skus::stock.eq(skus::stock - quantity))
+            .execute(conn)
+            .await?;
+            if reserved == 0 {
+                return Err(TxError::Refused(CheckoutError::OutOfStock { sku_id: sku }));
+            }
+        }
+
         Ok(orders::table
             .find(order_id)
             .select(OrderRow::as_select())

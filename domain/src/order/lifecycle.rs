@@ -245,6 +245,26 @@ impl Orders {
         Ok(cancelled.len())
     }
 
+    /// Forgets idempotency keys older than the retention period (at least 72 h), one batch.
+    pub async fn purge_idempotency_keys(&self) -> DomainResult<usize> {
+        use crate::schema::idempotency_keys;
+        let hours = i64::try_from(self.settings.idempotency_retention_hours.max(72)).unwrap_or(72);
+        let cutoff = now() - chrono::Duration::hours(hours);
+        let mut conn = self.db.conn().await?;
+        let stale: Vec<(u64, String)> = idempotency_keys::table
+            .filter(idempotency_keys::created_at.lt(cutoff))
+            .select((idempotency_keys::member_id, idempotency_keys::idem_key))
+            .limit(self.settings.sweep_batch)
+            .load(&mut conn)
+            .await?;
+        for (member, key) in &stale {
+            diesel::delete(idempotency_keys::table.find((member, key)))
+                .execute(&mut conn)
+                .await?;
+        }
+        Ok(stale.len())
+    }
+
     /// Completes orders delivered more than `auto_complete_days` ago, one batch.
     pub async fn auto_complete(&self) -> DomainResult<usize> {
         let mut conn = self.db.conn().await?;
