@@ -861,3 +861,75 @@ async fn stock_adjustments_are_ledgered_and_guarded() {
     assert!(r["errors"].is_null(), "{r}");
     assert_ledger_matches(&app, sku).await;
 }
+
+#[tokio::test]
+async fn order_lists_cost_the_same_statements_for_any_page_size() {
+    use domain::identity::Role;
+    let app = TestApp::spawn_with(Options {
+        dev_login: true,
+        loader_delay_us: Some(20_000),
+        ..Options::default()
+    })
+    .await;
+    let sku = skus(&app, 1).await[0].0;
+    set_stock(&app, sku, 100).await;
+    let b = buyer(&app, "lists").await;
+    for _ in 0..20 {
+        assert!(place(&app, &b, &key(), &[(sku, 1)]).await["order"].is_object());
+    }
+    let staff = staff_token(&app, "lister", Role::Advisor).await;
+    let q = "query Q($n: Int) { orders(first: $n) { edges { node { orderNo lines { skuCode sku { code } } events { toStatus } } } } }";
+    // the first request with a token also looks its session up (cached afterwards)
+    app.post_as(&staff, "{ staffMe { id } }", json!({})).await;
+    let mut counts = Vec::new();
+    for n in [5, 20, 5, 20] {
+        let before = app.statements();
+        let r = app.post_as(&staff, q, json!({ "n": n })).await.1;
+        assert_eq!(
+            r["data"]["orders"]["edges"].as_array().unwrap().len(),
+            n,
+            "{r}"
+        );
+        counts.push(app.statements() - before);
+    }
+    assert!(
+        counts.iter().all(|c| *c == counts[0]),
+        "statements per request: {counts:?}"
+    );
+    assert!(counts[0] <= 6, "{counts:?}");
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_kept_72_hours_then_purged() {
+    use domain::schema::idempotency_keys;
+    let app = app(Options::default()).await;
+    let sku = skus(&app, 1).await[0].0;
+    set_stock(&app, sku, 10).await;
+    let b = buyer(&app, "purge").await;
+    let (old, fresh) = (key(), key());
+    place(&app, &b, &old, &[(sku, 1)]).await;
+    place(&app, &b, &fresh, &[(sku, 1)]).await;
+    let mut conn = app.app.db.conn().await.unwrap();
+    let aged = chrono::Utc::now().naive_utc() - chrono::Duration::hours(73);
+    diesel::update(idempotency_keys::table.find((b.member_id, &old)))
+        .set(idempotency_keys::created_at.eq(aged))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let nearly = chrono::Utc::now().naive_utc() - chrono::Duration::hours(71);
+    diesel::update(idempotency_keys::table.find((b.member_id, &fresh)))
+        .set(idempotency_keys::created_at.eq(nearly))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(app.app.orders.purge_idempotency_keys().await.unwrap(), 1);
+    let left: Vec<String> = idempotency_keys::table
+        .filter(idempotency_keys::member_id.eq(b.member_id))
+        .select(idempotency_keys::idem_key)
+        .load(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![fresh.clone()]);
+    // the 71-hour-old key still replays its order
+    assert_eq!(place(&app, &b, &fresh, &[(sku, 1)]).await["replayed"], true);
+}
