@@ -11,7 +11,7 @@ use crate::DomainResult;
 use crate::catalog::{SKU_ACTIVE, STATUS_PUBLISHED};
 use crate::db::Db;
 use crate::order::MAX_LINE_QUANTITY;
-use crate::schema::{cart_lines, members, products, skus};
+use crate::schema::{cart_lines, products, skus};
 use crate::validation::{UserError, UserErrorCode};
 
 /// Most lines one cart may hold.
@@ -77,12 +77,7 @@ impl Carts {
         let outcome = conn
             .transaction::<_, diesel::result::Error, _>(async |conn| {
                 // serialises this member's cart changes, so the 50-line limit holds under races
-                members::table
-                    .find(member_id)
-                    .select(members::id)
-                    .for_update()
-                    .first::<u64>(conn)
-                    .await?;
+                crate::identity::lock_member(conn, member_id).await?;
                 let sku: Option<(String, String, Option<i32>)> = skus::table
                     .inner_join(products::table)
                     .filter(skus::id.eq(sku_id))

@@ -7,7 +7,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::{Identity, mask_phone};
 use crate::DomainResult;
-use crate::schema::{member_addresses, members};
+use crate::schema::member_addresses;
 use crate::validation::{UserError, UserErrorCode, is_mainland_mobile, text};
 
 /// Most addresses one member may keep.
@@ -109,6 +109,22 @@ fn check(input: &AddressInput) -> Result<Checked, Vec<UserError>> {
     }
 }
 
+/// Locks one of the member's addresses; `Some(is_default)` when it exists.
+async fn lock_address(
+    conn: &mut diesel_async::AsyncMysqlConnection,
+    member_id: u64,
+    id: u64,
+) -> diesel::QueryResult<Option<bool>> {
+    member_addresses::table
+        .filter(member_addresses::id.eq(id))
+        .filter(member_addresses::member_id.eq(member_id))
+        .select(member_addresses::is_default)
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
 fn phone_aad(member_id: u64) -> String {
     format!("member:{member_id}:address-phone")
 }
@@ -196,12 +212,7 @@ impl Identity {
             .transaction::<_, diesel::result::Error, _>(async |conn| {
                 // lock the member (not the address range: gap locks on an empty range deadlock
                 // concurrent inserts) so two concurrent adds cannot pass the limit together
-                members::table
-                    .find(member_id)
-                    .select(members::id)
-                    .for_update()
-                    .first::<u64>(conn)
-                    .await?;
+                super::lock_member(conn, member_id).await?;
                 let ids: Vec<u64> = member_addresses::table
                     .filter(member_addresses::member_id.eq(member_id))
                     .select(member_addresses::id)
@@ -308,15 +319,7 @@ impl Identity {
         let mut conn = self.db.conn().await?;
         let removed = conn
             .transaction::<_, diesel::result::Error, _>(async |conn| {
-                let row: Option<bool> = member_addresses::table
-                    .filter(member_addresses::id.eq(id))
-                    .filter(member_addresses::member_id.eq(member_id))
-                    .select(member_addresses::is_default)
-                    .for_update()
-                    .first(conn)
-                    .await
-                    .optional()?;
-                let Some(was_default) = row else {
+                let Some(was_default) = lock_address(conn, member_id, id).await? else {
                     return Ok(false);
                 };
                 diesel::delete(member_addresses::table.find(id))
@@ -352,15 +355,7 @@ impl Identity {
         let mut conn = self.db.conn().await?;
         let found = conn
             .transaction::<_, diesel::result::Error, _>(async |conn| {
-                let exists: Option<u64> = member_addresses::table
-                    .filter(member_addresses::id.eq(id))
-                    .filter(member_addresses::member_id.eq(member_id))
-                    .select(member_addresses::id)
-                    .for_update()
-                    .first(conn)
-                    .await
-                    .optional()?;
-                if exists.is_none() {
+                if lock_address(conn, member_id, id).await?.is_none() {
                     return Ok(false);
                 }
                 diesel::update(

@@ -233,6 +233,23 @@ impl Identity {
     }
 }
 
+/// Locks a member's row for the rest of the transaction: serialises that member's changes
+/// (address book, cart, purchase limits) without gap locks on the child tables.
+pub async fn lock_member(
+    conn: &mut diesel_async::AsyncMysqlConnection,
+    member_id: u64,
+) -> diesel::QueryResult<()> {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    crate::schema::members::table
+        .find(member_id)
+        .select(crate::schema::members::id)
+        .for_update()
+        .first::<u64>(conn)
+        .await
+        .map(|_| ())
+}
+
 /// `138****5678` for a mainland number; other numbers keep their first 3 and last 2 digits.
 pub fn mask_phone(phone: &str) -> String {
     let digits: Vec<char> = phone.chars().filter(char::is_ascii_digit).collect();

@@ -22,8 +22,8 @@ use super::{
 use crate::DomainResult;
 use crate::catalog::{SKU_ACTIVE, STATUS_PUBLISHED};
 use crate::schema::{
-    cart_lines, idempotency_keys, inventory_ledger, member_addresses, members, order_events,
-    order_lines, orders, products, skus,
+    cart_lines, idempotency_keys, inventory_ledger, member_addresses, order_events, order_lines,
+    orders, products, skus,
 };
 
 /// What the member asks for.
@@ -358,12 +358,7 @@ impl Orders {
             .filter_map(|r| r.7.map(|limit| (r.0, limit)))
             .collect();
         if !limited.is_empty() {
-            members::table
-                .find(req.member_id)
-                .select(members::id)
-                .for_update()
-                .first::<u64>(conn)
-                .await?;
+            crate::identity::lock_member(conn, req.member_id).await?;
             for (sku, limit) in limited {
                 let held: Option<i64> = order_lines::table
                     .inner_join(orders::table)
