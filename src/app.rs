@@ -76,6 +76,10 @@ impl App {
             .data(carts.clone())
             .data(loaders)
             .extension(Observe)
+            // coarse guards until the configurable operation limits (depth, complexity with
+            // list sizes, aliases) arrive with the partner/limits work
+            .limit_depth(16)
+            .limit_complexity(5_000)
             .finish();
         Ok(Arc::new(Self {
             settings,

@@ -27,6 +27,13 @@ impl From<diesel_async::pooled_connection::deadpool::PoolError> for DomainError 
 impl DomainError {
     /// True when retrying the same request later may succeed (database briefly unreachable).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, DomainError::Pool(_))
+        match self {
+            DomainError::Pool(_) => true,
+            DomainError::Database(diesel::result::Error::DatabaseError(_, info)) => {
+                info.message().contains("Deadlock found")
+                    || info.message().contains("Lock wait timeout")
+            }
+            _ => false,
+        }
     }
 }

@@ -95,7 +95,8 @@ CREATE TABLE order_events (
 -- Checkout idempotency keys (Stripe semantics), kept at least 72 hours.
 CREATE TABLE idempotency_keys (
     member_id     BIGINT UNSIGNED NOT NULL,
-    idem_key      VARCHAR(64)     NOT NULL,
+    -- exact bytes: keys that differ only in case are different keys
+    idem_key      VARCHAR(64)     CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     request_hash  BINARY(32)      NOT NULL,
     order_id      BIGINT UNSIGNED NOT NULL,
     created_at    DATETIME(6)     NOT NULL DEFAULT CURRENT_TIMESTAMP(6),

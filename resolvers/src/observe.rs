@@ -59,6 +59,11 @@ impl OperationInfo {
     }
 }
 
+/// Marks operations that arrive over a WebSocket, whose caller was authenticated once at
+/// `connection_init`: mutations are refused there (they go over HTTP, authenticated per request).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WebSocketTransport;
+
 /// Extension factory; add once to the schema.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Observe;
@@ -108,8 +113,16 @@ fn operation_label(name: Option<&str>) -> String {
     }
 }
 
-fn info<'a>(ctx: &ExtensionContext<'a>) -> Option<&'a Arc<OperationInfo>> {
-    ctx.data_opt::<Arc<OperationInfo>>()
+impl ObserveExtension {
+    /// The request's record: the transport's (HTTP), or one made here (WebSocket operations,
+    /// which refuse mutations).
+    fn record(&self, ctx: &ExtensionContext<'_>) -> &Arc<OperationInfo> {
+        self.info
+            .get_or_init(|| match ctx.data_opt::<Arc<OperationInfo>>() {
+                Some(info) => info.clone(),
+                None => OperationInfo::new(ctx.data_opt::<WebSocketTransport>().is_some()),
+            })
+    }
 }
 
 #[async_trait::async_trait]
@@ -164,8 +177,8 @@ impl Extension for ObserveExtension {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let parsed = next.run(ctx, query, variables).await;
-        if let Some(info) = info(ctx) {
-            let _ = self.info.set(info.clone());
+        {
+            let info = self.record(ctx);
             let mut state = info.lock();
             match &parsed {
                 Err(_) => state.parse_failed = true,
@@ -189,7 +202,8 @@ impl Extension for ObserveExtension {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
-        if let Some(info) = info(ctx) {
+        {
+            let info = self.record(ctx);
             let refuse = {
                 let mut state = info.lock();
                 let selected = match (operation_name, state.operations.as_slice()) {
@@ -214,7 +228,8 @@ impl Extension for ObserveExtension {
                 tracing::Span::current().record("graphql.operation", name.as_str());
             }
             if refuse {
-                let mut error = ServerError::new("mutations are only accepted over POST", None);
+                let mut error =
+                    ServerError::new("mutations are only accepted over HTTP POST", None);
                 let mut ext = async_graphql::ErrorExtensionValues::default();
                 ext.set("code", ErrorCode::BadUserInput.as_str());
                 error.extensions = Some(ext);

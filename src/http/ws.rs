@@ -42,7 +42,10 @@ pub async fn handler(
         )
             .into_response();
     };
+    let limit = app.settings.http.body_limit_bytes;
     upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| serve(app, socket, protocol))
 }
@@ -114,5 +117,8 @@ async fn connection_data(app: &App, payload: serde_json::Value) -> async_graphql
     };
     let mut data = Data::default();
     data.insert(viewer);
+    // the viewer is fixed for the connection's life: changes go over HTTP, where every request
+    // is authenticated afresh (see `resolvers::observe::WebSocketTransport`)
+    data.insert(resolvers::observe::WebSocketTransport);
     Ok(data)
 }

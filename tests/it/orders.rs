@@ -933,3 +933,38 @@ async fn idempotency_keys_are_kept_72_hours_then_purged() {
     // the 71-hour-old key still replays its order
     assert_eq!(place(&app, &b, &fresh, &[(sku, 1)]).await["replayed"], true);
 }
+
+#[tokio::test]
+async fn one_cart_checked_out_twice_at_once_makes_one_order() {
+    let app = app(Options::default()).await;
+    let sku = skus(&app, 1).await[0].0;
+    set_stock(&app, sku, 50).await;
+    let b = buyer(&app, "double-tap").await;
+    let add =
+        r#"mutation A($s: ID!) { addCartLine(skuId: $s, quantity: 2) { cart { lines { id } } } }"#;
+    let r = app
+        .post_as(&b.token, add, json!({ "s": harness_id("Sku", sku) }))
+        .await
+        .1;
+    let line = r["data"]["addCartLine"]["cart"]["lines"][0]["id"].clone();
+    // a double tap: two different idempotency keys, the same cart line
+    let submit = |k: String| {
+        let app = &app;
+        let b = &b;
+        let line = line.clone();
+        async move {
+            let input = json!({ "i": { "idempotencyKey": k, "cartLineIds": [line], "addressId": b.address } });
+            app.post_as(&b.token, PLACE, input).await.1["data"]["placeOrder"].clone()
+        }
+    };
+    let (x, y) = tokio::join!(submit(key()), submit(key()));
+    let placed = [&x, &y].iter().filter(|r| r["order"].is_object()).count();
+    assert_eq!(placed, 1, "{x} {y}");
+    let refused = if x["order"].is_object() { &y } else { &x };
+    assert_eq!(
+        refused["errors"][0]["code"], "NOT_FOUND",
+        "the cart line is gone: {refused}"
+    );
+    assert_eq!(stock_of(&app, sku).await, 48);
+    assert_ledger_matches(&app, sku).await;
+}

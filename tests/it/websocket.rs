@@ -130,3 +130,45 @@ async fn legacy_graphql_ws_protocol() {
         json!({ "id": "a", "type": "complete" })
     );
 }
+
+#[tokio::test]
+async fn mutations_are_refused_over_websocket() {
+    let app = TestApp::spawn_with(Options {
+        seed: false,
+        ..Options::default()
+    })
+    .await;
+    let mut socket = connect(&app, "graphql-transport-ws").await;
+    send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": {} }),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await["type"], "connection_ack");
+    let mutation = r#"mutation { refreshSession(refreshToken: "x") { accessToken } }"#;
+    send(
+        &mut socket,
+        json!({ "id": "m", "type": "subscribe", "payload": { "query": mutation } }),
+    )
+    .await;
+    let message = next(&mut socket).await;
+    assert_eq!(message["id"], "m");
+    assert!(
+        message.to_string().contains("only accepted over HTTP POST"),
+        "{message}"
+    );
+    // queries still work
+    send(
+        &mut socket,
+        json!({ "id": "q", "type": "subscribe", "payload": { "query": "{ __typename }" } }),
+    )
+    .await;
+    let mut message = next(&mut socket).await;
+    while message["id"] != "q" {
+        message = next(&mut socket).await;
+    }
+    assert_eq!(
+        message["payload"]["data"]["__typename"], "Query",
+        "{message}"
+    );
+}

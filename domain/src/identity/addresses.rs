@@ -319,6 +319,7 @@ impl Identity {
         let mut conn = self.db.conn().await?;
         let removed = conn
             .transaction::<_, diesel::result::Error, _>(async |conn| {
+                super::lock_member(conn, member_id).await?;
                 let Some(was_default) = lock_address(conn, member_id, id).await? else {
                     return Ok(false);
                 };
@@ -355,6 +356,7 @@ impl Identity {
         let mut conn = self.db.conn().await?;
         let found = conn
             .transaction::<_, diesel::result::Error, _>(async |conn| {
+                super::lock_member(conn, member_id).await?;
                 if lock_address(conn, member_id, id).await?.is_none() {
                     return Ok(false);
                 }

@@ -193,6 +193,8 @@ impl Identity {
             Outcome::Rotated(tokens) => Ok(tokens),
             Outcome::Invalid => Err(AuthError::InvalidCredentials),
             Outcome::Reused(session_id) => {
+                // revoke takes its own connection: never hold two from the pool at once
+                drop(conn);
                 tracing::warn!(target: "ruizhu::security", "refresh token reused; session revoked");
                 metrics::counter!("ruizhu_security_events_total", "kind" => "refresh_token_reuse")
                     .increment(1);
@@ -270,6 +272,7 @@ impl Identity {
                     self.keys.access_ttl_secs() + 60
                 };
                 let flag = if active { "1" } else { "0" };
+                // NX: a revocation written meanwhile ("0") must win over this older read
                 self.redis
                     .call("set", |mut c| async move {
                         redis::cmd("SET")
@@ -277,7 +280,8 @@ impl Identity {
                             .arg(flag)
                             .arg("EX")
                             .arg(ttl)
-                            .query_async::<()>(&mut c)
+                            .arg("NX")
+                            .query_async::<Option<String>>(&mut c)
                             .await
                     })
                     .await;

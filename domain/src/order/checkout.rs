@@ -173,9 +173,16 @@ impl Orders {
                 .await;
             match outcome {
                 Ok(order) => {
-                    let product_ids = self.product_ids_of(&mut conn, order.id).await?;
-                    drop(conn);
-                    self.catalog.invalidate_products(&product_ids).await;
+                    // committed: a failure from here on must not turn the answer into an error
+                    match self.product_ids_of(&mut conn, order.id).await {
+                        Ok(product_ids) => {
+                            drop(conn);
+                            self.catalog.invalidate_products(&product_ids).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not invalidate the catalog cache")
+                        }
+                    }
                     metrics::counter!("ruizhu_orders_placed_total").increment(1);
                     return Ok(Ok(Placed {
                         order,
@@ -234,6 +241,8 @@ impl Orders {
                 .filter(cart_lines::member_id.eq(req.member_id))
                 .filter(cart_lines::id.eq_any(&req.cart_line_ids))
                 .select((cart_lines::id, cart_lines::sku_id, cart_lines::quantity))
+                // locked: a concurrent checkout of the same lines waits, then finds them gone
+                .for_update()
                 .load(conn)
                 .await?;
             for id in &req.cart_line_ids {
@@ -471,13 +480,21 @@ impl Orders {
             .execute(conn)
             .await?;
         if !req.cart_line_ids.is_empty() {
-            diesel::delete(
+            let mut wanted = req.cart_line_ids.clone();
+            wanted.sort_unstable();
+            wanted.dedup();
+            let removed = diesel::delete(
                 cart_lines::table
                     .filter(cart_lines::member_id.eq(req.member_id))
-                    .filter(cart_lines::id.eq_any(&req.cart_line_ids)),
+                    .filter(cart_lines::id.eq_any(&wanted)),
             )
             .execute(conn)
             .await?;
+            if removed != wanted.len() {
+                return Err(TxError::Refused(CheckoutError::CartLineNotFound {
+                    line_id: wanted[0],
+                }));
+            }
         }
         // 6. reserve stock, ascending SKU id (BTreeMap order) = one lock order for everyone.
         //    Last on purpose: a SKU row stays locked from here to COMMIT, so everything else

@@ -87,9 +87,12 @@ impl Orders {
                             action: e.action,
                         })
                     })?;
-                    apply(conn, &current, from, to, actor, note, shipment).await?;
+                    if !apply(conn, &current, from, to, actor, note, shipment).await? {
+                        // the row is locked, so only a status this binary cannot parse gets here
+                        return Err(TxError::Refused(TransitionError::Invalid { from, action }));
+                    }
                     if to == OrderStatus::Cancelled {
-                        release_stock(conn, order_id).await?;
+                        release_stock(conn, &[order_id]).await?;
                     }
                     Ok(orders::table
                         .find(order_id)
@@ -101,8 +104,12 @@ impl Orders {
             match result {
                 Ok(order) => {
                     if order.status() == OrderStatus::Cancelled {
-                        let products = self.product_ids_of(&mut conn, order_id).await?;
-                        self.catalog.invalidate_products(&products).await;
+                        match self.product_ids_of(&mut conn, order_id).await {
+                            Ok(products) => self.catalog.invalidate_products(&products).await,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not invalidate the catalog cache")
+                            }
+                        }
                     }
                     return Ok(Ok(order));
                 }
@@ -228,16 +235,18 @@ impl Orders {
                     )
                     .await?
                     {
-                        release_stock(conn, order.id).await?;
                         done.push(order.id);
                     }
                 }
+                release_stock(conn, &done).await?;
                 Ok(done)
             })
             .await?;
         for id in &cancelled {
-            let products = self.product_ids_of(&mut conn, *id).await?;
-            self.catalog.invalidate_products(&products).await;
+            match self.product_ids_of(&mut conn, *id).await {
+                Ok(products) => self.catalog.invalidate_products(&products).await,
+                Err(e) => tracing::warn!(error = %e, "could not invalidate the catalog cache"),
+            }
         }
         if !cancelled.is_empty() {
             metrics::counter!("ruizhu_orders_expired_total").increment(cancelled.len() as u64);
@@ -381,15 +390,24 @@ async fn apply(
     Ok(true)
 }
 
-/// Puts an order's reserved units back, with `release` ledger entries.
-async fn release_stock(conn: &mut AsyncMysqlConnection, order_id: u64) -> QueryResult<()> {
-    let mut lines: Vec<(u64, i32)> = order_lines::table
-        .filter(order_lines::order_id.eq(order_id))
-        .select((order_lines::sku_id, order_lines::quantity))
+/// Puts the reserved units of these orders back, with `release` ledger entries. Stock rows are
+/// updated once per SKU, in ascending SKU order (the lock order checkout uses), so a sweeper
+/// batch does not deadlock with checkouts or with other sweepers.
+async fn release_stock(conn: &mut AsyncMysqlConnection, order_ids: &[u64]) -> QueryResult<()> {
+    let lines: Vec<(u64, u64, i32)> = order_lines::table
+        .filter(order_lines::order_id.eq_any(order_ids))
+        .select((
+            order_lines::order_id,
+            order_lines::sku_id,
+            order_lines::quantity,
+        ))
         .load(conn)
         .await?;
-    lines.sort_unstable();
-    for (sku, quantity) in &lines {
+    let mut per_sku: std::collections::BTreeMap<u64, i32> = std::collections::BTreeMap::new();
+    for (_, sku, quantity) in &lines {
+        *per_sku.entry(*sku).or_default() += *quantity;
+    }
+    for (sku, quantity) in &per_sku {
         diesel::update(skus::table.find(*sku))
             .set(skus::stock.eq(skus::stock + *quantity))
             .execute(conn)
@@ -397,18 +415,20 @@ async fn release_stock(conn: &mut AsyncMysqlConnection, order_id: u64) -> QueryR
     }
     let ledger: Vec<_> = lines
         .iter()
-        .map(|(sku, q)| {
+        .map(|(order, sku, q)| {
             (
                 inventory_ledger::sku_id.eq(*sku),
                 inventory_ledger::delta.eq(*q),
                 inventory_ledger::reason.eq("release"),
-                inventory_ledger::order_id.eq(Some(order_id)),
+                inventory_ledger::order_id.eq(Some(*order)),
             )
         })
         .collect();
-    diesel::insert_into(inventory_ledger::table)
-        .values(&ledger)
-        .execute(conn)
-        .await?;
+    if !ledger.is_empty() {
+        diesel::insert_into(inventory_ledger::table)
+            .values(&ledger)
+            .execute(conn)
+            .await?;
+    }
     Ok(())
 }
