@@ -287,3 +287,27 @@ async fn field_errors_keep_data_and_status_200() {
     assert_eq!(res["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
     assert_eq!(res["errors"][0]["path"], json!(["product"]));
 }
+
+#[tokio::test]
+async fn mutations_over_get_are_405_with_allow_post() {
+    let app = app().await;
+    for accept in [GQL, JSON] {
+        let (status, headers, body) =
+            get(&app, Some(accept), &[("query", "mutation { logout }")]).await;
+        assert_eq!(status, 405, "{body}");
+        assert_eq!(headers["allow"], "POST");
+        assert!(body.get("data").is_none());
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("POST")
+        );
+    }
+    // a document with a query and a mutation: GET may run the query, not the mutation
+    let doc = "query Q { __typename } mutation M { logout }";
+    let (status, _, body) = get(&app, Some(GQL), &[("query", doc), ("operationName", "Q")]).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = get(&app, Some(GQL), &[("query", doc), ("operationName", "M")]).await;
+    assert_eq!(status, 405);
+}
