@@ -12,6 +12,7 @@ pub mod loaders;
 pub mod money;
 pub mod observe;
 pub mod order;
+pub mod order_fields;
 pub mod pagination;
 pub mod payload;
 pub mod system;

@@ -35,6 +35,8 @@ pub struct OperationState {
     pub name: Option<String>,
     /// Type of the selected operation.
     pub kind: Option<OperationType>,
+    /// The parsed document (kept so the transport can order the response like it).
+    pub document: Option<Arc<ExecutableDocument>>,
     operations: Vec<(Option<String>, OperationType)>,
 }
 
@@ -183,6 +185,7 @@ impl Extension for ObserveExtension {
             match &parsed {
                 Err(_) => state.parse_failed = true,
                 Ok(doc) => {
+                    state.document = Some(Arc::new(doc.clone()));
                     state.operations = match &doc.operations {
                         DocumentOperations::Single(op) => vec![(None, op.node.ty)],
                         DocumentOperations::Multiple(ops) => ops

@@ -308,6 +308,13 @@ async fn execute(
             },
         );
     }
+    if let Some(doc) = &state.document {
+        resolvers::order_fields::order_like_document(
+            &mut response.data,
+            doc,
+            state.name.as_deref(),
+        );
+    }
     respond(
         StatusCode::OK,
         media,

@@ -311,3 +311,33 @@ async fn mutations_over_get_are_405_with_allow_post() {
     let (status, _, _) = get(&app, Some(GQL), &[("query", doc), ("operationName", "M")]).await;
     assert_eq!(status, 405);
 }
+
+#[tokio::test]
+async fn response_fields_follow_the_document_order() {
+    let app = TestApp::spawn().await;
+    // fields that wait on DataLoaders (skus, images) are selected before instant ones
+    let query = "{ products(first: 2) { totalCount edges { node { skus { code } images { url } name id } } pageInfo { hasNextPage } } }";
+    let res = app
+        .client
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = |needle: &str| {
+        res.find(needle)
+            .unwrap_or_else(|| panic!("{needle} missing in {res}"))
+    };
+    assert!(
+        at("\"totalCount\"") < at("\"edges\"") && at("\"edges\"") < at("\"pageInfo\""),
+        "{res}"
+    );
+    assert!(
+        at("\"skus\"") < at("\"images\"") && at("\"images\"") < at("\"name\""),
+        "{res}"
+    );
+    assert!(at("\"name\"") < at("\"id\""), "{res}");
+}
