@@ -51,22 +51,28 @@ async fn next(socket: &mut Socket) -> Value {
     }
 }
 
-const HEARTBEAT: &str = "subscription { heartbeat(intervalMs: 100, count: 3) { sequence at } }";
-
-#[tokio::test]
-async fn graphql_transport_ws_protocol() {
+/// A server and a socket past `connection_init` / `connection_ack` (anonymous).
+async fn acknowledged(protocol: &str) -> (TestApp, Socket) {
     let app = TestApp::spawn_with(Options {
         seed: false,
         ..Options::default()
     })
     .await;
-    let mut socket = connect(&app, "graphql-transport-ws").await;
+    let mut socket = connect(&app, protocol).await;
     send(
         &mut socket,
         json!({ "type": "connection_init", "payload": {} }),
     )
     .await;
     assert_eq!(next(&mut socket).await["type"], "connection_ack");
+    (app, socket)
+}
+
+const HEARTBEAT: &str = "subscription { heartbeat(intervalMs: 100, count: 3) { sequence at } }";
+
+#[tokio::test]
+async fn graphql_transport_ws_protocol() {
+    let (_app, mut socket) = acknowledged("graphql-transport-ws").await;
     send(
         &mut socket,
         json!({ "id": "1", "type": "subscribe", "payload": { "query": HEARTBEAT } }),
@@ -100,18 +106,7 @@ async fn graphql_transport_ws_protocol() {
 
 #[tokio::test]
 async fn legacy_graphql_ws_protocol() {
-    let app = TestApp::spawn_with(Options {
-        seed: false,
-        ..Options::default()
-    })
-    .await;
-    let mut socket = connect(&app, "graphql-ws").await;
-    send(
-        &mut socket,
-        json!({ "type": "connection_init", "payload": {} }),
-    )
-    .await;
-    assert_eq!(next(&mut socket).await["type"], "connection_ack");
+    let (_app, mut socket) = acknowledged("graphql-ws").await;
     send(
         &mut socket,
         json!({ "id": "a", "type": "start", "payload": { "query": HEARTBEAT } }),
@@ -133,18 +128,7 @@ async fn legacy_graphql_ws_protocol() {
 
 #[tokio::test]
 async fn mutations_are_refused_over_websocket() {
-    let app = TestApp::spawn_with(Options {
-        seed: false,
-        ..Options::default()
-    })
-    .await;
-    let mut socket = connect(&app, "graphql-transport-ws").await;
-    send(
-        &mut socket,
-        json!({ "type": "connection_init", "payload": {} }),
-    )
-    .await;
-    assert_eq!(next(&mut socket).await["type"], "connection_ack");
+    let (_app, mut socket) = acknowledged("graphql-transport-ws").await;
     let mutation = r#"mutation { refreshSession(refreshToken: "x") { accessToken } }"#;
     send(
         &mut socket,

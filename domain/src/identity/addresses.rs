@@ -194,19 +194,29 @@ impl Identity {
         Ok(row.map(|r| self.open(r)))
     }
 
+    /// The validated input with the recipient phone encrypted for this member.
+    fn checked_and_sealed(
+        &self,
+        member_id: u64,
+        input: &AddressInput,
+    ) -> Result<(Checked, String), Vec<UserError>> {
+        let checked = check(input)?;
+        let phone_enc = self
+            .cipher
+            .encrypt(checked.phone.as_bytes(), &phone_aad(member_id));
+        Ok((checked, phone_enc))
+    }
+
     /// Adds an address; the first one, or one marked default, becomes the default.
     pub async fn add_address(
         &self,
         member_id: u64,
         input: &AddressInput,
     ) -> DomainResult<Result<Address, Vec<UserError>>> {
-        let checked = match check(input) {
+        let (checked, phone_enc) = match self.checked_and_sealed(member_id, input) {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        let phone_enc = self
-            .cipher
-            .encrypt(checked.phone.as_bytes(), &phone_aad(member_id));
         let mut conn = self.db.conn().await?;
         let inserted = conn
             .transaction::<_, diesel::result::Error, _>(async |conn| {
@@ -273,13 +283,10 @@ impl Identity {
         id: u64,
         input: &AddressInput,
     ) -> DomainResult<Result<Address, Vec<UserError>>> {
-        let checked = match check(input) {
+        let (checked, phone_enc) = match self.checked_and_sealed(member_id, input) {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        let phone_enc = self
-            .cipher
-            .encrypt(checked.phone.as_bytes(), &phone_aad(member_id));
         let mut conn = self.db.conn().await?;
         let changed = diesel::update(
             member_addresses::table
