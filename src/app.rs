@@ -10,8 +10,10 @@ use domain::crypto::{BlindIndex, FieldCipher};
 use domain::db::Db;
 use domain::identity::{Identity, TokenKeys};
 use domain::order::Orders;
+use domain::payment::{PaymentMode, Payments};
 use domain::redis::Redis;
 use domain::wechat::WechatClient;
+use domain::wechatpay::WechatPay;
 use metrics_exporter_prometheus::PrometheusHandle;
 use resolvers::{ApiSchema, Loaders, Observe};
 
@@ -36,6 +38,8 @@ pub struct App {
     pub orders: Orders,
     /// Carts.
     pub carts: Carts,
+    /// WeChat Pay prepays, notifications, refunds.
+    pub payments: Payments,
     /// The executable GraphQL schema.
     pub schema: ApiSchema,
     /// Prometheus exposition.
@@ -62,11 +66,25 @@ impl App {
         let cipher = FieldCipher::new(&settings.crypto)?;
         let orders = Orders::new(db.clone(), cipher, catalog.clone(), settings.orders.clone());
         let carts = Carts::new(db.clone());
+        let mode = if settings.wechatpay.merchant_configured() {
+            PaymentMode::Merchant(WechatPay::new(
+                &settings.wechatpay,
+                &settings.wechat.app_id,
+            )?)
+        } else if settings.dev_payments() {
+            PaymentMode::Development {
+                app_id: settings.wechat.app_id.clone(),
+            }
+        } else {
+            PaymentMode::Disabled
+        };
+        let payments = Payments::new(db.clone(), orders.clone(), mode, settings.wechatpay.clone());
         let loaders = Loaders::new(
             catalog.clone(),
             identity.clone(),
             orders.clone(),
             carts.clone(),
+            payments.clone(),
             Duration::from_micros(settings.graphql.loader_delay_us),
         );
         let schema = resolvers::schema_builder()
@@ -74,6 +92,7 @@ impl App {
             .data(identity.clone())
             .data(orders.clone())
             .data(carts.clone())
+            .data(payments.clone())
             .data(loaders)
             .extension(Observe)
             // coarse guards until the configurable operation limits (depth, complexity with
@@ -90,6 +109,7 @@ impl App {
             identity,
             orders,
             carts,
+            payments,
             schema,
             metrics: telemetry::metrics_handle(),
         }))

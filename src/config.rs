@@ -13,6 +13,7 @@ use domain::identity::{AuthSettings, JwtSettings};
 use domain::order::OrderSettings;
 use domain::redis::RedisSettings;
 use domain::wechat::WechatSettings;
+use domain::wechatpay::WechatPaySettings;
 use figment::Figment;
 use figment::providers::{Env, Format as _, Toml};
 use secrecy::ExposeSecret as _;
@@ -54,6 +55,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// `[wechat]`: the mini-program's WeChat APIs.
     pub wechat: WechatSettings,
+    /// `[wechatpay]`: the WeChat Pay merchant.
+    pub wechatpay: WechatPaySettings,
     /// `[crypto]`: keys for personal data.
     pub crypto: CryptoSettings,
     /// `[orders]`: checkout and the order lifecycle.
@@ -190,7 +193,16 @@ impl Settings {
                 !self.wechat.app_secret.expose_secret().is_empty(),
                 "set RUIZHU_WECHAT__APP_SECRET"
             );
+            anyhow::ensure!(
+                self.wechatpay.dev_payments != Some(true),
+                "RUIZHU_WECHATPAY__DEV_PAYMENTS=true is a development switch and is refused in production"
+            );
+            anyhow::ensure!(
+                self.wechatpay.merchant_configured(),
+                "set RUIZHU_WECHATPAY__MCH_ID and the other RUIZHU_WECHATPAY__* merchant settings"
+            );
         }
+        self.wechatpay.validate(self.is_production())?;
         anyhow::ensure!(
             self.http.body_limit_bytes >= 1024,
             "http.body_limit_bytes must be ≥ 1024"
@@ -210,6 +222,12 @@ impl Settings {
     /// Whether `serve` loads the demo catalog into an empty database.
     pub fn demo_seed(&self) -> bool {
         self.seed.demo.unwrap_or(!self.is_production())
+    }
+
+    /// Whether payments run in development mode (no merchant configured, switch on).
+    pub fn dev_payments(&self) -> bool {
+        !self.wechatpay.merchant_configured()
+            && self.wechatpay.dev_payments.unwrap_or(!self.is_production())
     }
 
     /// Whether `serve` creates the database and applies migrations.
@@ -283,7 +301,48 @@ mod tests {
                 "{err}"
             );
             jail.set_env("RUIZHU_WECHAT__APP_SECRET", "wechat-app-secret");
+            let err = Settings::load(None).expect_err("a merchant is required");
+            assert!(
+                err.to_string().contains("RUIZHU_WECHATPAY__MCH_ID"),
+                "{err}"
+            );
+            jail.set_env("RUIZHU_WECHATPAY__MCH_ID", "1900000001");
+            jail.set_env(
+                "RUIZHU_WECHATPAY__MERCHANT_KEY_PATH",
+                "/run/secrets/apiclient_key.pem",
+            );
+            jail.set_env(
+                "RUIZHU_WECHATPAY__MERCHANT_SERIAL",
+                "5157F09EFDC096DE15EBE81A47057A72",
+            );
+            jail.set_env(
+                "RUIZHU_WECHATPAY__PLATFORM_PUBLIC_KEY_PATH",
+                "/run/secrets/pub_key.pem",
+            );
+            jail.set_env(
+                "RUIZHU_WECHATPAY__PLATFORM_KEY_ID",
+                "PUB_KEY_ID_0114232134912410000000000000",
+            );
+            jail.set_env(
+                "RUIZHU_WECHATPAY__APIV3_KEY",
+                "0123456789abcdef0123456789abcdef",
+            );
+            jail.set_env(
+                "RUIZHU_WECHATPAY__NOTIFY_URL",
+                "http://bff.example.com/webhooks/wechatpay/notify",
+            );
+            let err = Settings::load(None).expect_err("notify over plain http is refused");
+            assert!(format!("{err:#}").contains("https"), "{err:#}");
+            jail.set_env(
+                "RUIZHU_WECHATPAY__NOTIFY_URL",
+                "https://bff.example.com/webhooks/wechatpay/notify",
+            );
             let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(!s.dev_payments());
+            assert!(
+                !format!("{s:?}").contains("0123456789abcdef0123456789abcdef"),
+                "the APIv3 key must never print"
+            );
             assert!(!s.demo_seed() && !s.auto_migrate());
             assert_eq!(s.log_format(), LogFormat::Json);
             jail.set_env("RUIZHU_SEED__DEMO", "true");
@@ -293,6 +352,10 @@ mod tests {
             jail.set_env("RUIZHU_AUTH__DEV_LOGIN", "true");
             let err = Settings::load(None).expect_err("dev login must be refused in production");
             assert!(err.to_string().contains("DEV_LOGIN"));
+            jail.set_env("RUIZHU_AUTH__DEV_LOGIN", "false");
+            jail.set_env("RUIZHU_WECHATPAY__DEV_PAYMENTS", "true");
+            let err = Settings::load(None).expect_err("dev payments must be refused in production");
+            assert!(err.to_string().contains("DEV_PAYMENTS"));
             Ok(())
         });
     }

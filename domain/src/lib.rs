@@ -11,9 +11,11 @@ pub mod error;
 pub mod identity;
 pub mod money;
 pub mod order;
+pub mod payment;
 pub mod redis;
 pub mod schema;
 pub mod validation;
 pub mod wechat;
+pub mod wechatpay;
 
 pub use error::{DomainError, DomainResult};

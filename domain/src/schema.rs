@@ -250,9 +250,54 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    payments (id) {
+        id -> Unsigned<Bigint>,
+        order_id -> Unsigned<Bigint>,
+        out_trade_no -> Varchar,
+        amount_fen -> Bigint,
+        status -> Varchar,
+        prepay_id -> Nullable<Varchar>,
+        prepay_at -> Nullable<Datetime>,
+        prepay_claimed_at -> Nullable<Datetime>,
+        transaction_id -> Nullable<Varchar>,
+        payer_total_fen -> Nullable<Bigint>,
+        paid_at -> Nullable<Datetime>,
+        source -> Nullable<Varchar>,
+        next_query_at -> Nullable<Datetime>,
+        queries -> Integer,
+        closed_at -> Nullable<Datetime>,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    refunds (id) {
+        id -> Unsigned<Bigint>,
+        order_id -> Unsigned<Bigint>,
+        out_refund_no -> Varchar,
+        refund_id -> Nullable<Varchar>,
+        amount_fen -> Bigint,
+        reason -> Varchar,
+        status -> Varchar,
+        kind -> Varchar,
+        resume_status -> Nullable<Varchar>,
+        requested_by -> Nullable<Unsigned<Bigint>>,
+        failure -> Nullable<Varchar>,
+        next_check_at -> Nullable<Datetime>,
+        attempts -> Integer,
+        finished_at -> Nullable<Datetime>,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
 diesel::joinable!(order_lines -> orders (order_id));
 diesel::joinable!(order_events -> orders (order_id));
 diesel::joinable!(cart_lines -> skus (sku_id));
+diesel::joinable!(payments -> orders (order_id));
+diesel::joinable!(refunds -> orders (order_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     categories,
@@ -272,4 +317,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     order_events,
     idempotency_keys,
     inventory_ledger,
+    payments,
+    refunds,
 );

@@ -15,6 +15,7 @@ pub mod order;
 pub mod order_fields;
 pub mod pagination;
 pub mod payload;
+pub mod payment;
 pub mod system;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
@@ -37,6 +38,7 @@ pub struct Mutation(
     identity::IdentityMutation,
     cart::CartMutation,
     order::OrderMutation,
+    payment::PaymentMutation,
     catalog::CatalogMutation,
 );
 

@@ -17,6 +17,7 @@ use domain::identity::addresses::Address;
 use domain::identity::members::Member;
 use domain::identity::staff::StaffAccount;
 use domain::order::{OrderEventRow, OrderLineRow, OrderRow, Orders};
+use domain::payment::{PaymentRow, Payments, RefundRow};
 
 use crate::error::internal;
 
@@ -264,6 +265,48 @@ impl Loader<CartByMember> for OrderLoader {
     }
 }
 
+/// The payment of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PaymentByOrder(pub u64);
+/// The refunds of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RefundsByOrder(pub u64);
+
+/// Batch functions of the payment context.
+pub struct PaymentLoader(pub Payments);
+
+impl Loader<PaymentByOrder> for PaymentLoader {
+    type Value = Arc<PaymentRow>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[PaymentByOrder]) -> Batch<PaymentByOrder, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        let found = self.0.payments_of(&ids).await.map_err(|e| internal(&e))?;
+        Ok(found
+            .into_iter()
+            .map(|(id, v)| (PaymentByOrder(id), Arc::new(v)))
+            .collect())
+    }
+}
+
+impl Loader<RefundsByOrder> for PaymentLoader {
+    type Value = Arc<Vec<RefundRow>>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[RefundsByOrder]) -> Batch<RefundsByOrder, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        let found = self
+            .0
+            .refunds_of_orders(&ids)
+            .await
+            .map_err(|e| internal(&e))?;
+        Ok(found
+            .into_iter()
+            .map(|(id, v)| (RefundsByOrder(id), Arc::new(v)))
+            .collect())
+    }
+}
+
 /// Every DataLoader of the API; added to the schema as data.
 pub struct Loaders {
     /// Catalog reads.
@@ -272,6 +315,8 @@ pub struct Loaders {
     pub identity: DataLoader<IdentityLoader>,
     /// Order and cart reads.
     pub order: DataLoader<OrderLoader>,
+    /// Payment and refund reads.
+    pub payment: DataLoader<PaymentLoader>,
 }
 
 impl Loaders {
@@ -281,9 +326,13 @@ impl Loaders {
         identity: Identity,
         orders: Orders,
         carts: Carts,
+        payments: Payments,
         delay: Duration,
     ) -> Self {
         Self {
+            payment: DataLoader::new(PaymentLoader(payments), tokio::spawn)
+                .delay(delay)
+                .max_batch_size(1_000),
             order: DataLoader::new(OrderLoader(orders, carts), tokio::spawn)
                 .delay(delay)
                 .max_batch_size(1_000),

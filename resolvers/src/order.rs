@@ -142,6 +142,20 @@ impl OrderNode {
             .map(|e| e.iter().cloned().map(OrderEventNode).collect())
             .unwrap_or_default())
     }
+    /// The WeChat Pay payment, once one was started.
+    async fn payment(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<crate::payment::PaymentNode>> {
+        crate::payment::payment_of(ctx, self.0.id).await
+    }
+    /// Refunds, oldest first.
+    async fn refunds(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<crate::payment::RefundNode>> {
+        crate::payment::refunds_of(ctx, self.0.id).await
+    }
     /// Sum of the lines.
     async fn subtotal(&self) -> Money {
         Money::cny(self.0.subtotal_fen)

@@ -29,6 +29,8 @@ pub enum UserErrorCode {
     CouponNotApplicable,
     /// The order's status does not allow this (e.g. shipping an unpaid order).
     InvalidOrderTransition,
+    /// The order's payment deadline has passed; it will be cancelled.
+    PaymentExpired,
 }
 
 /// An expected failure of a mutation, with the input field at fault.

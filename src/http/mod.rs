@@ -3,6 +3,7 @@
 mod graphiql;
 mod graphql;
 mod health;
+mod webhooks;
 mod ws;
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -34,7 +35,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/graphql/ws", get(ws::handler))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics));
+        .route("/metrics", get(health::metrics))
+        .route("/webhooks/wechatpay/notify", post(webhooks::payment))
+        .route("/webhooks/wechatpay/refund-notify", post(webhooks::refund));
     if app.settings.http.graphiql {
         routes = routes
             .route("/graphiql", get(graphiql::page))

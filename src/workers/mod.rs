@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use crate::app::App;
 
-/// Cancels orders past their payment deadline, completes long-delivered ones and forgets old
-/// idempotency keys, forever.
+/// Cancels orders past their payment deadline (closing their WeChat Pay prepay first), queries
+/// prepays whose callback is missing, sends and checks refunds, completes long-delivered orders
+/// and forgets old idempotency keys, forever.
 /// Safe with any number of copies running (see `Orders::sweep_expired`).
 pub fn spawn_order_sweeper(app: Arc<App>) -> tokio::task::JoinHandle<()> {
     let every = Duration::from_millis(app.orders.settings().sweep_interval_ms.max(100));
@@ -25,6 +26,13 @@ pub fn spawn_order_sweeper(app: Arc<App>) -> tokio::task::JoinHandle<()> {
                         break;
                     }
                 }
+            }
+            match app.payments.run_once().await {
+                Ok(round) if round != domain::payment::Round::default() => {
+                    tracing::debug!(?round, "payments round");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "payments round failed; retrying next tick"),
             }
             if let Err(e) = app.orders.auto_complete().await {
                 tracing::warn!(error = %e, "auto-completion failed; retrying next tick");

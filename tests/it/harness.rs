@@ -39,6 +39,8 @@ pub struct Options {
     pub pool_size: Option<usize>,
     /// `orders.payment_window_secs`.
     pub payment_window_secs: Option<u64>,
+    /// A WeChat Pay merchant (e.g. `FakeWechatPay::settings()`); none = development payments.
+    pub wechatpay: Option<domain::wechatpay::WechatPaySettings>,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             dev_login: false,
             pool_size: None,
             payment_window_secs: None,
+            wechatpay: None,
         }
     }
 }
@@ -156,6 +159,9 @@ impl TestApp {
             settings.wechat.api_base = base.clone();
         }
         settings.auth.dev_login = options.dev_login;
+        if let Some(pay) = &options.wechatpay {
+            settings.wechatpay = pay.clone();
+        }
         if let Some(delay) = options.loader_delay_us {
             settings.graphql.loader_delay_us = delay;
         }

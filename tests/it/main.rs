@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 mod fake_wechat;
+mod fake_wechatpay;
 mod harness;
 
 mod catalog;
@@ -11,6 +12,7 @@ mod http_spec;
 mod identity;
 mod ops;
 mod orders;
+mod payments;
 mod schema;
 mod websocket;
 

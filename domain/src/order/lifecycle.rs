@@ -26,7 +26,7 @@ pub enum TransitionError {
     },
 }
 
-fn now() -> chrono::NaiveDateTime {
+pub(crate) fn now() -> chrono::NaiveDateTime {
     chrono::Utc::now().naive_utc()
 }
 
@@ -193,28 +193,41 @@ impl Orders {
         .await
     }
 
-    /// Records a verified payment (payments call this; so do tests until they exist).
-    pub async fn mark_paid(
+    /// Cancels an unpaid order whose payment deadline passed and whose prepay WeChat Pay has
+    /// closed (payments call this; orders without a prepay are swept in batches).
+    pub(crate) async fn cancel_expired(
         &self,
         order_id: u64,
-        note: Option<String>,
     ) -> DomainResult<Result<OrderRow, TransitionError>> {
-        self.transition(order_id, None, OrderAction::Pay, Actor::System, note, None)
-            .await
+        self.transition(
+            order_id,
+            None,
+            OrderAction::Cancel,
+            Actor::System,
+            Some("payment deadline passed".to_owned()),
+            None,
+        )
+        .await
     }
 
     /// Cancels orders whose payment deadline passed, at most one batch; returns how many.
     /// Safe to run on every replica at once: rows are claimed with `FOR UPDATE SKIP LOCKED` and
     /// changed with a conditional update, so each order is cancelled (and its stock released)
-    /// exactly once.
+    /// exactly once. Orders with an open WeChat Pay prepay are left to the payments worker,
+    /// which closes the prepay first.
     pub async fn sweep_expired(&self) -> DomainResult<usize> {
+        use crate::schema::payments;
         let mut conn = self.db.conn().await?;
         let batch = self.settings.sweep_batch;
         let cancelled = conn
             .transaction::<_, diesel::result::Error, _>(async |conn| {
+                let open_prepay = payments::table
+                    .filter(payments::order_id.eq(orders::id))
+                    .filter(payments::status.eq(crate::payment::PAYMENT_PREPAY));
                 let due: Vec<OrderRow> = orders::table
                     .filter(orders::status.eq(OrderStatus::PendingPayment.as_str()))
                     .filter(orders::payment_deadline.lt(now()))
+                    .filter(diesel::dsl::not(diesel::dsl::exists(open_prepay)))
                     .order(orders::payment_deadline)
                     .limit(batch)
                     .select(OrderRow::as_select())
@@ -315,7 +328,7 @@ impl Orders {
 
 /// The conditional status update plus its timeline entry; false when the order was no longer
 /// in `from` (someone else moved it first).
-async fn apply(
+pub(crate) async fn apply(
     conn: &mut AsyncMysqlConnection,
     order: &OrderRow,
     from: OrderStatus,
@@ -390,10 +403,35 @@ async fn apply(
     Ok(true)
 }
 
+/// A timeline entry without a status change (e.g. a late payment refunded automatically).
+pub(crate) async fn note_event(
+    conn: &mut AsyncMysqlConnection,
+    order: &OrderRow,
+    actor: Actor,
+    note: &str,
+) -> QueryResult<()> {
+    let (kind, id) = actor.parts();
+    diesel::insert_into(order_events::table)
+        .values((
+            order_events::order_id.eq(order.id),
+            order_events::from_status.eq(Some(order.status.as_str())),
+            order_events::to_status.eq(order.status.as_str()),
+            order_events::actor_kind.eq(kind),
+            order_events::actor_id.eq(id),
+            order_events::note.eq(Some(note)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Puts the reserved units of these orders back, with `release` ledger entries. Stock rows are
 /// updated once per SKU, in ascending SKU order (the lock order checkout uses), so a sweeper
 /// batch does not deadlock with checkouts or with other sweepers.
-async fn release_stock(conn: &mut AsyncMysqlConnection, order_ids: &[u64]) -> QueryResult<()> {
+pub(crate) async fn release_stock(
+    conn: &mut AsyncMysqlConnection,
+    order_ids: &[u64],
+) -> QueryResult<()> {
     let lines: Vec<(u64, u64, i32)> = order_lines::table
         .filter(order_lines::order_id.eq_any(order_ids))
         .select((

@@ -132,7 +132,7 @@ pub enum Actor {
 }
 
 impl Actor {
-    fn parts(self) -> (&'static str, Option<u64>) {
+    pub(crate) fn parts(self) -> (&'static str, Option<u64>) {
         match self {
             Actor::Member(id) => ("member", Some(id)),
             Actor::Staff(id) => ("staff", Some(id)),

@@ -2,11 +2,11 @@
 //!
 //! ```text
 //! PENDING_PAYMENT ─pay─▶ PAID ─ship─▶ SHIPPED ─deliver─▶ DELIVERED ─complete─▶ COMPLETED
-//!        │                 │
-//!      cancel         refund (partial or full)
-//!        ▼                 ▼
-//!    CANCELLED         REFUNDING ─refund done─▶ REFUNDED
-//!                          └──── refund failed ──▶ PAID
+//!        │                 ▲ │                 │                   │
+//!      cancel  paid after  │ └──────── start refund (partial or full) ────┘
+//!        ▼     cancel      │                   ▼
+//!    CANCELLED ────────────┘               REFUNDING ─full refund done─▶ REFUNDED
+//!                          back to PAID / SHIPPED / DELIVERED ◀─┘ (partial done, or failed)
 //! ```
 
 use std::fmt;
@@ -37,6 +37,9 @@ pub enum OrderStatus {
 pub enum OrderAction {
     /// A verified payment arrived.
     Pay,
+    /// A verified payment arrived after the order was cancelled, and its stock could be
+    /// reserved again.
+    PayAfterCancel,
     /// Cancelled by the customer, by operations, or by the payment deadline passing.
     Cancel,
     /// Shipped by operations.
@@ -47,10 +50,11 @@ pub enum OrderAction {
     Complete,
     /// A refund was requested.
     StartRefund,
-    /// The refund went through in full.
+    /// The refund went through and the order is now refunded in full.
     FinishRefund,
-    /// The refund failed or was closed; the order stays paid.
-    FailRefund,
+    /// A partial refund went through, or the refund failed: the order returns to where it
+    /// was before the refund started (which must be a status a refund can start from).
+    ResumeAfterRefund(OrderStatus),
 }
 
 /// The action is not allowed in the current status.
@@ -83,15 +87,24 @@ impl OrderStatus {
         let to = match (self, action) {
             (S::PendingPayment, A::Pay) => S::Paid,
             (S::PendingPayment, A::Cancel) => S::Cancelled,
+            (S::Cancelled, A::PayAfterCancel) => S::Paid,
             (S::Paid, A::Ship) => S::Shipped,
-            (S::Paid, A::StartRefund) => S::Refunding,
             (S::Shipped, A::Deliver) => S::Delivered,
             (S::Delivered, A::Complete) => S::Completed,
+            (from, A::StartRefund) if from.refundable() => S::Refunding,
             (S::Refunding, A::FinishRefund) => S::Refunded,
-            (S::Refunding, A::FailRefund) => S::Paid,
+            (S::Refunding, A::ResumeAfterRefund(back)) if back.refundable() => back,
             (from, action) => return Err(InvalidTransition { from, action }),
         };
         Ok(to)
+    }
+
+    /// Whether a refund can start from here: paid and not yet closed for good.
+    pub fn refundable(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Paid | OrderStatus::Shipped | OrderStatus::Delivered
+        )
     }
 
     /// Stable name, as stored and in the API.
@@ -126,15 +139,23 @@ mod tests {
     use OrderAction as A;
     use OrderStatus as S;
 
-    const ACTIONS: [OrderAction; 8] = [
+    const ACTIONS: [OrderAction; 16] = [
         A::Pay,
+        A::PayAfterCancel,
         A::Cancel,
         A::Ship,
         A::Deliver,
         A::Complete,
         A::StartRefund,
         A::FinishRefund,
-        A::FailRefund,
+        A::ResumeAfterRefund(S::PendingPayment),
+        A::ResumeAfterRefund(S::Paid),
+        A::ResumeAfterRefund(S::Shipped),
+        A::ResumeAfterRefund(S::Delivered),
+        A::ResumeAfterRefund(S::Completed),
+        A::ResumeAfterRefund(S::Cancelled),
+        A::ResumeAfterRefund(S::Refunding),
+        A::ResumeAfterRefund(S::Refunded),
     ];
 
     /// The whole table: every (status, action) pair, allowed ones listed with their target.
@@ -143,12 +164,21 @@ mod tests {
         let allowed = [
             (S::PendingPayment, A::Pay, S::Paid),
             (S::PendingPayment, A::Cancel, S::Cancelled),
+            (S::Cancelled, A::PayAfterCancel, S::Paid),
             (S::Paid, A::Ship, S::Shipped),
-            (S::Paid, A::StartRefund, S::Refunding),
             (S::Shipped, A::Deliver, S::Delivered),
             (S::Delivered, A::Complete, S::Completed),
+            (S::Paid, A::StartRefund, S::Refunding),
+            (S::Shipped, A::StartRefund, S::Refunding),
+            (S::Delivered, A::StartRefund, S::Refunding),
             (S::Refunding, A::FinishRefund, S::Refunded),
-            (S::Refunding, A::FailRefund, S::Paid),
+            (S::Refunding, A::ResumeAfterRefund(S::Paid), S::Paid),
+            (S::Refunding, A::ResumeAfterRefund(S::Shipped), S::Shipped),
+            (
+                S::Refunding,
+                A::ResumeAfterRefund(S::Delivered),
+                S::Delivered,
+            ),
         ];
         let mut checked = 0;
         for from in S::ALL {
@@ -165,17 +195,23 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 64);
+        assert_eq!(checked, 8 * ACTIONS.len());
     }
 
     #[test]
     fn terminal_states_accept_nothing() {
-        for terminal in [S::Completed, S::Cancelled, S::Refunded] {
+        for terminal in [S::Completed, S::Refunded] {
             assert!(
                 ACTIONS.iter().all(|a| terminal.apply(*a).is_err()),
                 "{terminal}"
             );
         }
+        // a cancelled order only comes back when its late payment could be honoured
+        let revive: Vec<_> = ACTIONS
+            .iter()
+            .filter(|a| S::Cancelled.apply(**a).is_ok())
+            .collect();
+        assert_eq!(revive, [&A::PayAfterCancel]);
     }
 
     #[test]

@@ -104,13 +104,16 @@ async fn lifecycle_follows_the_state_machine_and_guards_hold() {
         .1;
     assert_eq!(seen["data"]["order"]["status"], "PENDING_PAYMENT");
 
-    // paid (payments call this) → shipped → delivered
-    app.app
-        .orders
-        .mark_paid(decode_id(&id), Some("test payment".into()))
+    // paid (development payments: the notification path without WeChat) → shipped → delivered
+    let paid = app
+        .post_as(
+            &alice.token,
+            "mutation D($id: ID!) { devConfirmPayment(orderId: $id) { order { status } errors { code } } }",
+            vars.clone(),
+        )
         .await
-        .unwrap()
-        .unwrap();
+        .1;
+    assert_eq!(payload(&paid)["order"]["status"], "PAID", "{paid}");
     let r = payload(&app.post_as(&alice.token, CANCEL, vars.clone()).await.1);
     assert_eq!(
         r["errors"][0]["code"], "INVALID_ORDER_TRANSITION",
