@@ -158,8 +158,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("listening on http://{addr} (GraphiQL at /graphiql)");
     // single-node mode: the workers run in this process
     let sweeper = ruizhu::workers::spawn_order_sweeper(app.clone());
+    let payments = ruizhu::workers::spawn_payments_worker(app.clone());
     http::serve(app, listener, http::shutdown_signal()).await?;
     sweeper.abort();
+    payments.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -530,7 +530,7 @@ struct Inner {
     notify_url: String,
     refund_notify_url: String,
     retries: u32,
-    max_skew: i64,
+    max_skew: u64,
 }
 
 impl std::fmt::Debug for WechatPay {
@@ -603,7 +603,8 @@ impl WechatPay {
                 notify_url: settings.notify_url.clone(),
                 refund_notify_url: settings.refund_notify_url(),
                 retries: settings.retries,
-                max_skew: i64::try_from(settings.max_clock_skew_secs).unwrap_or(300),
+                // WeChat's rule is 5 minutes; a looser setting is not honoured
+                max_skew: settings.max_clock_skew_secs.min(300),
             }),
         })
     }
@@ -660,7 +661,7 @@ impl WechatPay {
             .trim()
             .parse()
             .map_err(|_| VerifyError::MissingHeaders)?;
-        if (chrono::Utc::now().timestamp() - ts).abs() > self.inner.max_skew {
+        if chrono::Utc::now().timestamp().abs_diff(ts) > self.inner.max_skew {
             return Err(VerifyError::StaleTimestamp);
         }
         if signature.starts_with("WECHATPAY/SIGNTEST/") {

@@ -329,6 +329,11 @@ impl PaymentMutation {
                 Some("orderId"),
                 format!("an order that is {status} cannot be refunded"),
             ),
+            Err(RefundError::RefundInProgress) => UserError::new(
+                UserErrorCode::InvalidOrderTransition,
+                Some("orderId"),
+                "a refund of this order is still on its way",
+            ),
             Err(RefundError::NotPaid) => UserError::new(
                 UserErrorCode::InvalidOrderTransition,
                 Some("orderId"),

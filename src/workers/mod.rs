@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use crate::app::App;
 
-/// Cancels orders past their payment deadline (closing their WeChat Pay prepay first), queries
-/// prepays whose callback is missing, sends and checks refunds, completes long-delivered orders
-/// and forgets old idempotency keys, forever.
+/// Cancels orders past their payment deadline (those without a WeChat Pay prepay; the payments
+/// worker closes the others first), completes long-delivered orders and forgets old idempotency
+/// keys, forever.
 /// Safe with any number of copies running (see `Orders::sweep_expired`).
 pub fn spawn_order_sweeper(app: Arc<App>) -> tokio::task::JoinHandle<()> {
     let every = Duration::from_millis(app.orders.settings().sweep_interval_ms.max(100));
@@ -27,18 +27,32 @@ pub fn spawn_order_sweeper(app: Arc<App>) -> tokio::task::JoinHandle<()> {
                     }
                 }
             }
+            if let Err(e) = app.orders.auto_complete().await {
+                tracing::warn!(error = %e, "auto-completion failed; retrying next tick");
+            }
+            if let Err(e) = app.orders.purge_idempotency_keys().await {
+                tracing::warn!(error = %e, "idempotency key purge failed; retrying next tick");
+            }
+        }
+    })
+}
+
+/// Payments worker: active queries of prepays whose callback is missing, closing expired (and
+/// cancelled) prepays before their orders are cancelled, sending and checking refunds. Its own
+/// task, so slow WeChat Pay calls never delay the order sweeper. Safe on every replica.
+pub fn spawn_payments_worker(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_millis(app.orders.settings().sweep_interval_ms.max(100));
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
             match app.payments.run_once().await {
                 Ok(round) if round != domain::payment::Round::default() => {
                     tracing::debug!(?round, "payments round");
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "payments round failed; retrying next tick"),
-            }
-            if let Err(e) = app.orders.auto_complete().await {
-                tracing::warn!(error = %e, "auto-completion failed; retrying next tick");
-            }
-            if let Err(e) = app.orders.purge_idempotency_keys().await {
-                tracing::warn!(error = %e, "idempotency key purge failed; retrying next tick");
             }
         }
     })

@@ -86,6 +86,8 @@ pub struct PayState {
     pub forge_responses: bool,
     /// Status new refunds get: PROCESSING (default) or SUCCESS / ABNORMAL …
     pub refund_status: Option<String>,
+    /// Refuse every close with 403 NO_AUTH.
+    pub refuse_close: bool,
 }
 
 #[derive(Clone)]
@@ -281,6 +283,24 @@ impl FakeWechatPay {
             ),
         ];
         (headers, body)
+    }
+}
+
+impl FakeWechatPay {
+    /// Signature headers for an arbitrary body, signed with the genuine platform key.
+    pub fn sign_raw(&self, body: &str) -> Headers {
+        let timestamp = chrono::Utc::now().timestamp().to_string();
+        let nonce = random_string(32);
+        let signature = sign(
+            &KEYS.platform,
+            &wechatpay::signed_message(&timestamp, &nonce, body.as_bytes()),
+        );
+        vec![
+            ("Wechatpay-Timestamp".to_owned(), timestamp),
+            ("Wechatpay-Nonce".to_owned(), nonce),
+            ("Wechatpay-Signature".to_owned(), signature),
+            ("Wechatpay-Serial".to_owned(), PLATFORM_KEY_ID.to_owned()),
+        ]
     }
 }
 
@@ -560,6 +580,9 @@ async fn close_order(
     let mut s = state.lock().unwrap();
     if let Some(r) = gate(&mut s, &method, &uri, &headers, &body) {
         return r;
+    }
+    if s.refuse_close {
+        return error(&s, StatusCode::FORBIDDEN, "NO_AUTH", "merchant not allowed");
     }
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if req["mchid"] != MCH_ID {

@@ -221,9 +221,11 @@ impl Orders {
         let batch = self.settings.sweep_batch;
         let cancelled = conn
             .transaction::<_, diesel::result::Error, _>(async |conn| {
+                // a prepay WeChat Pay issued; a row whose prepay request failed does not count
                 let open_prepay = payments::table
                     .filter(payments::order_id.eq(orders::id))
-                    .filter(payments::status.eq(crate::payment::PAYMENT_PREPAY));
+                    .filter(payments::status.eq(crate::payment::PAYMENT_PREPAY))
+                    .filter(payments::prepay_id.is_not_null());
                 let due: Vec<OrderRow> = orders::table
                     .filter(orders::status.eq(OrderStatus::PendingPayment.as_str()))
                     .filter(orders::payment_deadline.lt(now()))

@@ -14,6 +14,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
 use serde::Serialize;
 
+use crate::DomainResult;
 use crate::db::Db;
 use crate::order::lifecycle::{apply, note_event, now};
 use crate::order::{Actor, OrderRow, OrderStatus, Orders};
@@ -22,7 +23,6 @@ use crate::wechatpay::{
     PayError, PayParams, SignedHeaders, Transaction, TransactionAmount, VerifyError, WechatPay,
     WechatPaySettings,
 };
-use crate::{DomainError, DomainResult};
 
 pub use refund::{RefundError, RefundRow};
 pub use worker::Round;
@@ -145,8 +145,8 @@ pub enum Rejection {
     /// `trade_state` is not `SUCCESS`.
     #[error("trade_state is not SUCCESS")]
     NotSuccess,
-    /// No transaction id.
-    #[error("transaction_id missing")]
+    /// No transaction id, or not one WeChat Pay issues (≤ 32 letters and digits).
+    #[error("transaction_id missing or malformed")]
     MissingTransactionId,
     /// No refund has this `out_refund_no`.
     #[error("unknown out_refund_no")]
@@ -298,29 +298,29 @@ impl Payments {
     }
 
     /// `wx.requestPayment` parameters for the member's unpaid order. One prepay per order: a
-    /// valid prepay is reused, and concurrent calls wait for the one request in flight.
+    /// valid prepay is reused, and concurrent calls wait for the one request in flight. No
+    /// database connection is held while waiting or while WeChat Pay answers.
     pub async fn create_payment(
         &self,
         order_id: u64,
         member_id: u64,
     ) -> DomainResult<Result<PayParams, PaymentError>> {
-        let mut conn = self.db.conn().await?;
-        let found: Option<(OrderRow, String)> = orders::table
-            .inner_join(members::table.on(members::id.eq(orders::member_id)))
-            .filter(orders::id.eq(order_id))
-            .filter(orders::member_id.eq(member_id))
-            .select((OrderRow::as_select(), members::openid))
-            .first(&mut conn)
-            .await
-            .optional()?;
+        let found: Option<(OrderRow, String)> = {
+            let mut conn = self.db.conn().await?;
+            orders::table
+                .inner_join(members::table.on(members::id.eq(orders::member_id)))
+                .filter(orders::id.eq(order_id))
+                .filter(orders::member_id.eq(member_id))
+                .select((OrderRow::as_select(), members::openid))
+                .first(&mut conn)
+                .await
+                .optional()?
+        };
         let Some((order, openid)) = found else {
             return Ok(Err(PaymentError::NotFound));
         };
-        if order.status() != OrderStatus::PendingPayment {
-            return Ok(Err(PaymentError::NotPayable(order.status())));
-        }
-        if order.payment_deadline <= now() + chrono::TimeDelta::seconds(5) {
-            return Ok(Err(PaymentError::Expired));
+        if let Err(e) = payable(&order) {
+            return Ok(Err(e));
         }
         let out_trade_no = order.order_no.clone().unwrap_or_default();
         let pay = match &self.mode {
@@ -337,15 +337,18 @@ impl Payments {
             }
             PaymentMode::Disabled => return Ok(Err(PaymentError::Disabled)),
         };
-        diesel::insert_or_ignore_into(payments::table)
-            .values((
-                payments::order_id.eq(order.id),
-                payments::out_trade_no.eq(&out_trade_no),
-                payments::amount_fen.eq(order.total_fen),
-                payments::status.eq(PAYMENT_PREPAY),
-            ))
-            .execute(&mut conn)
-            .await?;
+        {
+            let mut conn = self.db.conn().await?;
+            diesel::insert_or_ignore_into(payments::table)
+                .values((
+                    payments::order_id.eq(order.id),
+                    payments::out_trade_no.eq(&out_trade_no),
+                    payments::amount_fen.eq(order.total_fen),
+                    payments::status.eq(PAYMENT_PREPAY),
+                ))
+                .execute(&mut conn)
+                .await?;
+        }
         // a claim outlives the slowest possible prepay call, so a crashed claimer is taken over
         let claim_ttl = chrono::TimeDelta::milliseconds(
             i64::try_from(self.settings.timeout_ms * u64::from(self.settings.retries + 1))
@@ -354,49 +357,51 @@ impl Payments {
         );
         let give_up = std::time::Instant::now() + claim_ttl.to_std().unwrap_or_default();
         loop {
-            let row: PaymentRow = payments::table
-                .filter(payments::order_id.eq(order.id))
-                .select(PaymentRow::as_select())
-                .first(&mut conn)
+            let claimed = {
+                let mut conn = self.db.conn().await?;
+                let row: PaymentRow = payments::table
+                    .filter(payments::order_id.eq(order.id))
+                    .select(PaymentRow::as_select())
+                    .first(&mut conn)
+                    .await?;
+                if row.status != PAYMENT_PREPAY {
+                    return Ok(Err(PaymentError::NotPayable(
+                        if row.status == PAYMENT_PAID {
+                            OrderStatus::Paid
+                        } else {
+                            OrderStatus::Cancelled
+                        },
+                    )));
+                }
+                let fresh_after = now() - PREPAY_REUSE;
+                if let (Some(prepay_id), Some(at)) = (&row.prepay_id, row.prepay_at)
+                    && at > fresh_after
+                {
+                    return Ok(Ok(pay.pay_params(prepay_id)));
+                }
+                let at = now();
+                let won = diesel::update(
+                    payments::table
+                        .filter(payments::id.eq(row.id))
+                        .filter(payments::status.eq(PAYMENT_PREPAY))
+                        .filter(
+                            payments::prepay_id
+                                .is_null()
+                                .or(payments::prepay_at.le(fresh_after)),
+                        )
+                        .filter(
+                            payments::prepay_claimed_at
+                                .is_null()
+                                .or(payments::prepay_claimed_at.lt(at - claim_ttl)),
+                        ),
+                )
+                .set(payments::prepay_claimed_at.eq(at))
+                .execute(&mut conn)
                 .await?;
-            if row.status != PAYMENT_PREPAY {
-                return Ok(Err(PaymentError::NotPayable(
-                    if row.status == PAYMENT_PAID {
-                        OrderStatus::Paid
-                    } else {
-                        OrderStatus::Cancelled
-                    },
-                )));
-            }
-            let fresh_after = now() - PREPAY_REUSE;
-            if let (Some(prepay_id), Some(at)) = (&row.prepay_id, row.prepay_at)
-                && at > fresh_after
-            {
-                return Ok(Ok(pay.pay_params(prepay_id)));
-            }
-            let at = now();
-            let claimed = diesel::update(
-                payments::table
-                    .filter(payments::id.eq(row.id))
-                    .filter(payments::status.eq(PAYMENT_PREPAY))
-                    .filter(
-                        payments::prepay_id
-                            .is_null()
-                            .or(payments::prepay_at.le(fresh_after)),
-                    )
-                    .filter(
-                        payments::prepay_claimed_at
-                            .is_null()
-                            .or(payments::prepay_claimed_at.lt(at - claim_ttl)),
-                    ),
-            )
-            .set(payments::prepay_claimed_at.eq(at))
-            .execute(&mut conn)
-            .await?;
-            if claimed == 1 {
-                return self
-                    .request_prepay(&mut conn, pay, &order, &row, &openid)
-                    .await;
+                (won == 1).then_some(row)
+            };
+            if let Some(row) = claimed {
+                return self.request_prepay(pay, order.id, &row, &openid).await;
             }
             if std::time::Instant::now() > give_up {
                 return Ok(Err(PaymentError::Unavailable(
@@ -407,25 +412,46 @@ impl Payments {
         }
     }
 
+    /// Asks WeChat Pay for a prepay (this request holds the claim) and stores it.
     async fn request_prepay(
         &self,
-        conn: &mut AsyncMysqlConnection,
         pay: &WechatPay,
-        order: &OrderRow,
+        order_id: u64,
         row: &PaymentRow,
         openid: &str,
     ) -> DomainResult<Result<PayParams, PaymentError>> {
-        let lines: Vec<String> = order_lines::table
-            .filter(order_lines::order_id.eq(order.id))
-            .order(order_lines::id)
-            .select(order_lines::product_name_zh)
-            .load(conn)
-            .await?;
-        let description = describe(&lines);
+        let release = async || -> DomainResult<()> {
+            let mut conn = self.db.conn().await?;
+            diesel::update(payments::table.find(row.id))
+                .set(payments::prepay_claimed_at.eq(None::<chrono::NaiveDateTime>))
+                .execute(&mut conn)
+                .await?;
+            Ok(())
+        };
+        // the order may have been cancelled or paid while this request waited for the claim
+        let (order, lines) = {
+            let mut conn = self.db.conn().await?;
+            let order: OrderRow = orders::table
+                .find(order_id)
+                .select(OrderRow::as_select())
+                .first(&mut conn)
+                .await?;
+            let lines: Vec<String> = order_lines::table
+                .filter(order_lines::order_id.eq(order_id))
+                .order(order_lines::id)
+                .select(order_lines::product_name_zh)
+                .load(&mut conn)
+                .await?;
+            (order, lines)
+        };
+        if let Err(e) = payable(&order) {
+            release().await?;
+            return Ok(Err(e));
+        }
         let result = pay
             .prepay(
                 &row.out_trade_no,
-                &description,
+                &describe(&lines),
                 order.total_fen,
                 openid,
                 order.payment_deadline.and_utc(),
@@ -441,6 +467,7 @@ impl Payments {
                     .first()
                     .map(|s| at + secs(*s))
                     .unwrap_or(order.payment_deadline);
+                let mut conn = self.db.conn().await?;
                 diesel::update(payments::table.find(row.id))
                     .set((
                         payments::prepay_id.eq(&prepay_id),
@@ -448,17 +475,14 @@ impl Payments {
                         payments::prepay_claimed_at.eq(None::<chrono::NaiveDateTime>),
                         payments::next_query_at.eq(first_query.min(order.payment_deadline)),
                     ))
-                    .execute(conn)
+                    .execute(&mut conn)
                     .await?;
                 metrics::counter!("ruizhu_payments_prepays_total").increment(1);
                 Ok(Ok(pay.pay_params(&prepay_id)))
             }
             Err(e) => {
-                diesel::update(payments::table.find(row.id))
-                    .set(payments::prepay_claimed_at.eq(None::<chrono::NaiveDateTime>))
-                    .execute(conn)
-                    .await?;
-                tracing::warn!(error = %e, order_id = order.id, "prepay failed");
+                release().await?;
+                tracing::warn!(error = %e, order_id, "prepay failed");
                 Ok(Err(PaymentError::Unavailable(match e {
                     PayError::Rejected { code, .. } => format!("WeChat Pay refused: {code}"),
                     other => other.to_string(),
@@ -562,10 +586,10 @@ impl Payments {
                 currency: Some("CNY".to_owned()),
             },
         };
-        match self.record_transaction(&transaction, Source::Dev).await? {
-            Ok(recorded) => Ok(Ok(recorded)),
-            Err(rejection) => Err(DomainError::Internal(rejection.to_string())),
-        }
+        Ok(self
+            .record_transaction(&transaction, Source::Dev)
+            .await?
+            .map_err(|_| PaymentError::NotFound))
     }
 
     /// Records a successful transaction exactly once: business checks, then (order row locked)
@@ -583,7 +607,9 @@ impl Payments {
             Some(Rejection::ForeignApp)
         } else if tx.trade_state != "SUCCESS" {
             Some(Rejection::NotSuccess)
-        } else if tx.transaction_id.as_deref().is_none_or(str::is_empty) {
+        } else if !tx.transaction_id.as_deref().is_some_and(|t| {
+            (1..=32).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric())
+        }) {
             Some(Rejection::MissingTransactionId)
         } else {
             None
@@ -592,13 +618,14 @@ impl Payments {
             return Ok(Err(self.reject(rejection, tx)));
         }
         let transaction_id = tx.transaction_id.clone().unwrap_or_default();
+        let lease = self.lease();
         let mut conn = self.db.conn().await?;
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
             let result = conn
                 .transaction::<_, TxError, _>(async |conn| {
-                    record_tx(conn, tx, &transaction_id, source).await
+                    record_tx(conn, tx, &transaction_id, source, lease).await
                 })
                 .await;
             match result {
@@ -676,6 +703,17 @@ fn open(
         })
 }
 
+/// Whether the order can be paid now.
+fn payable(order: &OrderRow) -> Result<(), PaymentError> {
+    if order.status() != OrderStatus::PendingPayment {
+        return Err(PaymentError::NotPayable(order.status()));
+    }
+    if order.payment_deadline <= now() + chrono::TimeDelta::seconds(5) {
+        return Err(PaymentError::Expired);
+    }
+    Ok(())
+}
+
 fn secs(s: u64) -> chrono::TimeDelta {
     chrono::TimeDelta::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2_000))
 }
@@ -697,6 +735,7 @@ async fn record_tx(
     tx: &Transaction,
     transaction_id: &str,
     source: Source,
+    lease: chrono::TimeDelta,
 ) -> Result<(Recorded, u64), TxError> {
     let order: Option<OrderRow> = orders::table
         .filter(orders::order_no.eq(&tx.out_trade_no))
@@ -775,7 +814,8 @@ async fn record_tx(
                         refunds::reason.eq("订单已取消，库存不足，自动退款"),
                         refunds::status.eq(refund::STATUS_PENDING),
                         refunds::kind.eq(refund::KIND_AUTO),
-                        refunds::next_check_at.eq(now()),
+                        // sent right after the commit; the worker takes over after the lease
+                        refunds::next_check_at.eq(now() + lease),
                     ))
                     .execute(conn)
                     .await?;

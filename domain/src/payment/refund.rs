@@ -55,11 +55,10 @@ pub struct RefundRow {
 }
 
 impl RefundRow {
+    /// SUCCESS and CLOSED never change again. ABNORMAL can still become SUCCESS (WeChat Pay
+    /// reports it once the abnormal refund was handled by hand).
     fn is_final(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            STATUS_SUCCESS | STATUS_CLOSED | STATUS_ABNORMAL
-        )
+        matches!(self.status.as_str(), STATUS_SUCCESS | STATUS_CLOSED)
     }
 }
 
@@ -70,6 +69,8 @@ pub enum RefundError {
     NotFound,
     /// The order's status does not allow a refund (or one is already in progress).
     InvalidTransition(OrderStatus),
+    /// A refund of this order is still on its way.
+    RefundInProgress,
     /// The amount is not between 1 fen and what is left to refund.
     InvalidAmount {
         /// What may still be refunded, in fen.
@@ -100,6 +101,9 @@ impl Payments {
     /// Operations refund `amount_fen` of a paid order. The refund is recorded and the order
     /// moves to REFUNDING in one transaction; then the request goes to WeChat Pay (retried by
     /// the worker with the same `out_refund_no` if it cannot be sent now).
+    ///
+    /// A CANCELLED order that was paid late and whose automatic refund failed (CLOSED or
+    /// ABNORMAL) can be refunded again this way; its status does not change.
     pub async fn refund_order(
         &self,
         order_id: u64,
@@ -111,6 +115,7 @@ impl Payments {
         if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
             return Ok(Err(RefundError::InvalidReason));
         }
+        let lease = self.lease();
         let mut conn = self.db.conn().await?;
         let created = conn
             .transaction::<_, TxErr, _>(async |conn| {
@@ -123,8 +128,18 @@ impl Payments {
                     .optional()?
                     .ok_or(TxErr::Refused(RefundError::NotFound))?;
                 let from = order.status();
-                if !from.refundable() {
+                let late_payment = from == OrderStatus::Cancelled;
+                if !from.refundable() && !late_payment {
                     return Err(TxErr::Refused(RefundError::InvalidTransition(from)));
+                }
+                let in_flight: i64 = refunds::table
+                    .filter(refunds::order_id.eq(order_id))
+                    .filter(refunds::status.eq_any([STATUS_PENDING, STATUS_PROCESSING]))
+                    .count()
+                    .get_result(conn)
+                    .await?;
+                if in_flight > 0 {
+                    return Err(TxErr::Refused(RefundError::RefundInProgress));
                 }
                 let paid: i64 = payments::table
                     .filter(payments::order_id.eq(order_id))
@@ -158,23 +173,29 @@ impl Payments {
                         refunds::amount_fen.eq(amount_fen),
                         refunds::reason.eq(reason),
                         refunds::status.eq(STATUS_PENDING),
-                        refunds::kind.eq(KIND_OPS),
-                        refunds::resume_status.eq(Some(from.as_str())),
+                        refunds::kind.eq(if late_payment { KIND_AUTO } else { KIND_OPS }),
+                        refunds::resume_status.eq((!late_payment).then_some(from.as_str())),
                         refunds::requested_by.eq(Some(staff_id)),
-                        refunds::next_check_at.eq(now()),
+                        // sent right after the commit; the worker takes over after the lease
+                        refunds::next_check_at.eq(now() + lease),
                     ))
                     .execute(conn)
                     .await?;
-                apply(
-                    conn,
-                    &order,
-                    from,
-                    OrderStatus::Refunding,
-                    Actor::Staff(staff_id),
-                    Some(format!("refund of {amount_fen} fen: {reason}")),
-                    None,
-                )
-                .await?;
+                let note = format!("refund of {amount_fen} fen: {reason}");
+                if late_payment {
+                    note_event(conn, &order, Actor::Staff(staff_id), &note).await?;
+                } else {
+                    apply(
+                        conn,
+                        &order,
+                        from,
+                        OrderStatus::Refunding,
+                        Actor::Staff(staff_id),
+                        Some(note),
+                        None,
+                    )
+                    .await?;
+                }
                 Ok(refunds::table
                     .filter(refunds::out_refund_no.eq(&out_refund_no))
                     .select(RefundRow::as_select())
@@ -272,9 +293,8 @@ impl Payments {
                     status: STATUS_ABNORMAL.to_owned(),
                     ..RefundState::default()
                 };
-                self.finish(&state, Some(format!("{code}: {message}")))
-                    .await
-                    .map(|_| ())
+                let failure: String = format!("{code}: {message}").chars().take(200).collect();
+                self.finish(&state, Some(failure)).await.map(|_| ())
             }
             Err(e) => {
                 tracing::warn!(error = %e, out_refund_no = %refund.out_refund_no, "refund not sent; will retry");
@@ -358,10 +378,12 @@ async fn finish_tx(
         .for_update()
         .first(conn)
         .await?;
-    if refund.is_final() {
+    let status = state.status.as_str();
+    let was_abnormal = refund.status == STATUS_ABNORMAL;
+    if refund.is_final() || (was_abnormal && status != STATUS_SUCCESS) {
+        // repeats of a final answer change nothing
         return Ok(());
     }
-    let status = state.status.as_str();
     match status {
         STATUS_PROCESSING => {
             diesel::update(refunds::table.find(refund.id))
@@ -396,6 +418,45 @@ async fn finish_tx(
     }
     metrics::counter!("ruizhu_refunds_finished_total", "kind" => refund.kind.clone(), "status" => status.to_owned())
         .increment(1);
+    if was_abnormal {
+        // money WeChat Pay reported abnormal went out after all; the order had already gone
+        // back to where it was, so it is refunded now (in full: REFUNDED, with the timeline)
+        tracing::warn!(out_refund_no = %refund.out_refund_no, "an abnormal refund succeeded later");
+        note_event(
+            conn,
+            &order,
+            Actor::System,
+            "refund reported abnormal has succeeded",
+        )
+        .await?;
+        let from = order.status();
+        if refund.kind == KIND_OPS
+            && from.refundable()
+            && order.refunded_fen + refund.amount_fen >= order.total_fen
+        {
+            apply(
+                conn,
+                &order,
+                from,
+                OrderStatus::Refunding,
+                Actor::System,
+                None,
+                None,
+            )
+            .await?;
+            apply(
+                conn,
+                &order,
+                OrderStatus::Refunding,
+                OrderStatus::Refunded,
+                Actor::System,
+                Some("refunded in full".to_owned()),
+                None,
+            )
+            .await?;
+        }
+        return Ok(());
+    }
     if refund.kind == KIND_AUTO {
         let note = if succeeded {
             "automatic refund of the late payment completed"

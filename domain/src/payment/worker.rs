@@ -21,7 +21,7 @@ use crate::DomainResult;
 use crate::order::OrderStatus;
 use crate::order::lifecycle::now;
 use crate::schema::{orders, payments, refunds};
-use crate::wechatpay::{CloseOutcome, PayError, WechatPay};
+use crate::wechatpay::{CloseOutcome, WechatPay};
 
 /// What one round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +41,10 @@ pub struct Round {
 /// and a payment that still slipped through is handled as paid-after-cancel.
 const CLOSE_GIVE_UP: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
+/// Rows one worker round handles per job. Each may take a WeChat Pay call of up to
+/// `timeout × (retries + 1)`, so rounds stay short and the lease below covers a whole round.
+const BATCH: i64 = 20;
+
 impl Payments {
     /// One round of every payments job; returns what it did.
     pub async fn run_once(&self) -> DomainResult<Round> {
@@ -58,10 +62,9 @@ impl Payments {
         &self,
         filter_expired: bool,
     ) -> DomainResult<Vec<(PaymentRow, chrono::NaiveDateTime, String)>> {
-        let batch = self.orders.settings().sweep_batch;
         let mut conn = self.db.conn().await?;
         let at = now();
-        let lease = chrono::TimeDelta::seconds(60);
+        let lease = self.lease();
         Ok(conn
             .transaction::<_, diesel::result::Error, _>(async |conn| {
                 // `next_query_at` doubles as the lease: queries before the deadline, closing after
@@ -70,13 +73,12 @@ impl Payments {
                 let base = payments::table
                     .inner_join(orders::table)
                     .filter(payments::status.eq(PAYMENT_PREPAY))
-                    .filter(payments::prepay_id.is_not_null())
                     .select((
                         PaymentRow::as_select(),
                         orders::payment_deadline,
                         orders::status,
                     ))
-                    .limit(batch);
+                    .limit(BATCH);
                 let due: Vec<(PaymentRow, chrono::NaiveDateTime, String)> = if filter_expired {
                     base.filter(
                         orders::status
@@ -94,7 +96,8 @@ impl Payments {
                     .load(conn)
                     .await?
                 } else {
-                    base.filter(orders::status.eq(pending))
+                    base.filter(payments::prepay_id.is_not_null())
+                        .filter(orders::status.eq(pending))
                         .filter(payments::next_query_at.le(at))
                         .filter(orders::payment_deadline.gt(at))
                         .for_update()
@@ -126,6 +129,12 @@ impl Payments {
                 Ok(Some(tx)) if tx.trade_state == "SUCCESS" => {
                     if self.record_transaction(&tx, Source::Query).await?.is_ok() {
                         round.found_paid += 1;
+                    } else {
+                        // refused (logged and counted): no more queries; the close at expiry decides
+                        diesel::update(payments::table.find(payment.id))
+                            .set(payments::next_query_at.eq(None::<chrono::NaiveDateTime>))
+                            .execute(&mut conn)
+                            .await?;
                     }
                     continue;
                 }
@@ -171,6 +180,7 @@ impl Payments {
                 continue;
             }
             let outcome = pay.close_order(&payment.out_trade_no).await;
+            let give_up = deadline + CLOSE_GIVE_UP < at;
             let cancel = match outcome {
                 Ok(CloseOutcome::Closed) => true,
                 Ok(CloseOutcome::AlreadyPaid) => {
@@ -185,15 +195,18 @@ impl Payments {
                             "close said ORDERPAID but the query does not show SUCCESS"
                         ),
                     }
-                    false
+                    // if the payment could not be recorded, the order must not hold its stock
+                    // forever: past the give-up time it is cancelled (a payment is then handled
+                    // as paid-after-cancel)
+                    give_up
                 }
-                Err(PayError::Unavailable(_) | PayError::Unverified(_))
-                    if deadline + CLOSE_GIVE_UP < at =>
-                {
-                    tracing::warn!(
+                Err(e) if give_up => {
+                    tracing::error!(
+                        error = %e,
                         order_id = payment.order_id,
-                        "WeChat Pay unreachable; cancelling the expired order without closing"
+                        "closing the expired prepay keeps failing; cancelling the order without it"
                     );
+                    metrics::counter!("ruizhu_payments_close_given_up_total").increment(1);
                     true
                 }
                 Err(e) => {
@@ -231,16 +244,23 @@ impl Payments {
         Ok(())
     }
 
+    /// How long a claimed row is left to the replica that claimed it: a whole round of calls.
+    pub(super) fn lease(&self) -> chrono::TimeDelta {
+        let per_call = self.settings.timeout_ms * u64::from(self.settings.retries + 1);
+        let round = per_call.saturating_mul(u64::try_from(BATCH).unwrap_or(20)) / 1_000;
+        secs(round.max(60))
+    }
+
     async fn check_refunds(&self, round: &mut Round) -> DomainResult<()> {
-        let batch = self.orders.settings().sweep_batch;
         let at = now();
+        let lease = self.lease();
         let due: Vec<RefundRow> = {
             let mut conn = self.db.conn().await?;
             conn.transaction::<_, diesel::result::Error, _>(async |conn| {
                 let due: Vec<RefundRow> = refunds::table
                     .filter(refunds::status.eq_any([STATUS_PENDING, STATUS_PROCESSING]))
                     .filter(refunds::next_check_at.le(at))
-                    .limit(batch)
+                    .limit(BATCH)
                     .select(RefundRow::as_select())
                     .for_update()
                     .skip_locked()
@@ -248,7 +268,7 @@ impl Payments {
                     .await?;
                 for r in &due {
                     diesel::update(refunds::table.find(r.id))
-                        .set(refunds::next_check_at.eq(Some(at + chrono::TimeDelta::seconds(60))))
+                        .set(refunds::next_check_at.eq(Some(at + lease)))
                         .execute(conn)
                         .await?;
                 }
@@ -273,7 +293,12 @@ impl Payments {
                     let _ = self.apply_refund_state(&state).await?;
                 }
                 Ok(None) => {
-                    tracing::warn!(out_refund_no = %refund.out_refund_no, "WeChat Pay does not know a processing refund")
+                    tracing::error!(out_refund_no = %refund.out_refund_no, "WeChat Pay does not know a processing refund");
+                    let mut conn = self.db.conn().await?;
+                    diesel::update(refunds::table.find(refund.id))
+                        .set(refunds::next_check_at.eq(Some(now() + chrono::TimeDelta::hours(1))))
+                        .execute(&mut conn)
+                        .await?;
                 }
                 Err(e) => tracing::warn!(error = %e, "refund query failed"),
             }

@@ -155,9 +155,18 @@ async fn every_bad_notification_is_refused_and_changes_nothing() {
     let mut notpay = tx.clone();
     notpay["trade_state"] = json!("NOTPAY");
     add("trade_state NOTPAY", &notpay, Notify::default());
-    // not even the envelope
-    let (h, _) = fake.notification("TRANSACTION.SUCCESS", &tx, &Notify::default());
-    cases.push(("not JSON", h, "{not json".to_owned()));
+    // genuinely signed, but not the envelope
+    cases.push((
+        "not JSON",
+        fake.sign_raw("{not json"),
+        "{not json".to_owned(),
+    ));
+    let no_resource = r#"{"id":"EV-1","event_type":"TRANSACTION.SUCCESS"}"#;
+    cases.push((
+        "no resource",
+        fake.sign_raw(no_resource),
+        no_resource.to_owned(),
+    ));
     // no signature headers at all
     cases.push((
         "no headers",

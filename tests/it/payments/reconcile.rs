@@ -228,17 +228,27 @@ async fn paid_after_cancel_without_stock_is_refunded_in_full_once() {
     assert_eq!(refunds[&out_refund_no].amount, order.total);
     let view = order_view(&app, &erin, &order).await;
     assert_eq!(view["status"], "CANCELLED");
+    assert_eq!(
+        view["refunds"].as_array().unwrap().len(),
+        1,
+        "one refund row: {view}"
+    );
     assert_eq!(view["refunds"][0]["automatic"], true);
     assert_eq!(view["refunds"][0]["status"], "PROCESSING");
     assert_eq!(stock_of(&app, order.sku).await, 0, "nothing oversold");
     assert_ledger_matches(&app, order.sku).await;
 
-    // WeChat Pay finishes it
-    let refund = json!({ "mchid": crate::fake_wechatpay::MCH_ID, "out_trade_no": order.order_no,
-        "out_refund_no": out_refund_no, "refund_id": refunds[&out_refund_no].refund_id,
-        "refund_status": "SUCCESS", "amount": { "total": order.total, "refund": order.total,
-        "payer_total": order.total, "payer_refund": order.total } });
-    let (h, b) = fake.notification("REFUND.SUCCESS", &refund, &Notify::default());
+    // WeChat Pay closes it: the money is still owed; operations send it again
+    let notice = |no: &str, status: &str| {
+        let refund = fake.with(|s| s.refunds[no].clone());
+        let body = json!({ "mchid": crate::fake_wechatpay::MCH_ID, "out_trade_no": order.order_no,
+            "out_refund_no": no, "refund_id": refund.refund_id, "refund_status": status,
+            "amount": { "total": order.total, "refund": order.total, "payer_total": order.total,
+            "payer_refund": order.total } });
+        fake.notification(&format!("REFUND.{status}"), &body, &Notify::default())
+    };
+    fake.with(|s| s.refunds.get_mut(&out_refund_no).unwrap().status = "CLOSED".into());
+    let (h, b) = notice(&out_refund_no, "CLOSED");
     assert_eq!(
         post_notification(&app, "/webhooks/wechatpay/refund-notify", &h, &b)
             .await
@@ -246,9 +256,124 @@ async fn paid_after_cancel_without_stock_is_refunded_in_full_once() {
         204
     );
     let view = order_view(&app, &erin, &order).await;
-    assert_eq!(view["refunds"][0]["status"], "SUCCESS");
+    assert_eq!(view["refunds"][0]["status"], "CLOSED");
+    assert_eq!(view["refunded"]["amount"], 0);
+    let ops = crate::orders::staff_token(&app, "ops-late", domain::identity::Role::Ops).await;
+    let q = r#"mutation R($id: ID!, $a: Int!) { refundOrder(orderId: $id, amount: $a, reason: "自动退款失败，重新退款") {
+        refund { outRefundNo automatic status } order { status } errors { code } } }"#;
+    let retry = app
+        .post_as(&ops, q, json!({ "id": order.gid, "a": order.total }))
+        .await
+        .1;
+    let r = &retry["data"]["refundOrder"];
+    assert_eq!(r["errors"], json!([]), "{retry}");
+    assert_eq!(r["order"]["status"], "CANCELLED");
+    assert_eq!(r["refund"]["automatic"], true);
+    let second = r["refund"]["outRefundNo"].as_str().unwrap().to_owned();
+    assert_eq!(second, format!("{}R2", order.order_no));
+    let twice = app
+        .post_as(&ops, q, json!({ "id": order.gid, "a": 1 }))
+        .await
+        .1;
+    assert_eq!(
+        twice["data"]["refundOrder"]["errors"][0]["code"], "INVALID_ORDER_TRANSITION",
+        "one at a time"
+    );
+
+    // WeChat Pay finishes the second one
+    let (h, b) = notice(&second, "SUCCESS");
+    assert_eq!(
+        post_notification(&app, "/webhooks/wechatpay/refund-notify", &h, &b)
+            .await
+            .0,
+        204
+    );
+    let view = order_view(&app, &erin, &order).await;
+    assert_eq!(view["refunds"][1]["status"], "SUCCESS");
     assert_eq!(view["refunded"]["amount"], order.total);
     assert_eq!(view["status"], "CANCELLED");
+    let over = app
+        .post_as(&ops, q, json!({ "id": order.gid, "a": 1 }))
+        .await
+        .1;
+    assert_eq!(
+        over["data"]["refundOrder"]["errors"][0]["code"], "INVALID_INPUT",
+        "nothing left to refund"
+    );
+}
+
+#[tokio::test]
+async fn an_order_whose_prepay_failed_still_expires_and_releases_stock() {
+    let (app, fake) = merchant_app().await;
+    let gus = new_buyer(&app, "gus").await;
+    let order = unpaid_order(&app, &gus).await;
+    let stock = stock_of(&app, order.sku).await;
+    fake.with(|s| s.fail_next = 100);
+    let (_, body) = app
+        .post_as(&gus.token, CREATE, json!({ "id": order.gid }))
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "SERVICE_UNAVAILABLE"
+    );
+    fake.with(|s| s.fail_next = 0);
+    sql(
+        &app,
+        &format!(
+            "UPDATE orders SET payment_deadline = NOW(6) - INTERVAL 1 SECOND WHERE id = {}",
+            order.id
+        ),
+    )
+    .await;
+    assert_eq!(app.app.orders.sweep_expired().await.unwrap(), 1);
+    assert_eq!(order_view(&app, &gus, &order).await["status"], "CANCELLED");
+    assert_eq!(stock_of(&app, order.sku).await, stock + 1);
+    assert_ledger_matches(&app, order.sku).await;
+}
+
+#[tokio::test]
+async fn a_close_wechat_keeps_refusing_is_given_up_after_the_grace_period() {
+    let (app, fake) = merchant_app().await;
+    let hal = new_buyer(&app, "hal").await;
+    let order = unpaid_order(&app, &hal).await;
+    create_payment(&app, &hal, &order).await;
+    fake.with(|s| s.refuse_close = true);
+    expire(&app, &order, 10).await;
+    sql(
+        &app,
+        &format!(
+            "UPDATE payments SET next_query_at = NULL WHERE order_id = {}",
+            order.id
+        ),
+    )
+    .await;
+    assert_eq!(
+        app.app.payments.run_once().await.unwrap().closed,
+        0,
+        "within the grace period: retried later"
+    );
+    assert_eq!(
+        order_view(&app, &hal, &order).await["status"],
+        "PENDING_PAYMENT"
+    );
+    sql(
+        &app,
+        &format!(
+            "UPDATE orders SET payment_deadline = NOW(6) - INTERVAL 6 MINUTE WHERE id = {}",
+            order.id
+        ),
+    )
+    .await;
+    sql(
+        &app,
+        &format!(
+            "UPDATE payments SET next_query_at = NULL WHERE order_id = {}",
+            order.id
+        ),
+    )
+    .await;
+    assert_eq!(app.app.payments.run_once().await.unwrap().closed, 1);
+    assert_eq!(order_view(&app, &hal, &order).await["status"], "CANCELLED");
 }
 
 #[tokio::test]

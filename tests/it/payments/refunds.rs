@@ -269,3 +269,65 @@ async fn only_operations_refund() {
         "INVALID_ORDER_TRANSITION"
     );
 }
+
+#[tokio::test]
+async fn an_abnormal_refund_goes_back_and_a_later_success_still_counts() {
+    let (app, fake) = merchant_app().await;
+    let ops = staff_token(&app, "ops5", domain::identity::Role::Ops).await;
+    let (erin, order) = paid_order(&app, &fake, "erin").await;
+    let (_, shipped) = app
+        .post_as(&ops, crate::orders::SHIP, json!({ "id": order.gid }))
+        .await;
+    assert_eq!(shipped["data"]["shipOrder"]["order"]["status"], "SHIPPED");
+
+    // a partial refund of a shipped order returns it to SHIPPED
+    refund(&app, &ops, &order, 100, "运费补偿").await;
+    let no1 = format!("{}R1", order.order_no);
+    let (h, b) = refund_notice(&fake, &order, &no1, "SUCCESS", &Notify::default());
+    assert_eq!(
+        post_notification(&app, "/webhooks/wechatpay/refund-notify", &h, &b)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(order_view(&app, &erin, &order).await["status"], "SHIPPED");
+
+    // the rest is reported ABNORMAL: back to SHIPPED, with an event
+    let r = refund(&app, &ops, &order, order.total - 100, "退货").await;
+    assert_eq!(
+        r["data"]["refundOrder"]["order"]["status"], "REFUNDING",
+        "{r}"
+    );
+    let no2 = format!("{}R2", order.order_no);
+    let (h, b) = refund_notice(&fake, &order, &no2, "ABNORMAL", &Notify::default());
+    assert_eq!(
+        post_notification(&app, "/webhooks/wechatpay/refund-notify", &h, &b)
+            .await
+            .0,
+        204
+    );
+    let view = order_view(&app, &erin, &order).await;
+    assert_eq!(view["status"], "SHIPPED", "{view}");
+    assert_eq!(view["refunds"][1]["status"], "ABNORMAL");
+    assert_eq!(view["refunded"]["amount"], 100);
+    assert!(view["events"].to_string().contains("refund ABNORMAL"));
+
+    // handled by hand at WeChat Pay, it succeeds later: counted once, the order is REFUNDED
+    let (h, b) = refund_notice(&fake, &order, &no2, "SUCCESS", &Notify::default());
+    assert_eq!(
+        post_notification(&app, "/webhooks/wechatpay/refund-notify", &h, &b)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        post_notification(&app, "/webhooks/wechatpay/refund-notify", &h, &b)
+            .await
+            .0,
+        204
+    );
+    let view = order_view(&app, &erin, &order).await;
+    assert_eq!(view["status"], "REFUNDED", "{view}");
+    assert_eq!(view["refunded"]["amount"], order.total);
+    assert_eq!(view["refunds"][1]["status"], "SUCCESS");
+}
