@@ -25,3 +25,19 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
 fi
 wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
+
+# The Kafka-protocol broker for development and tests: tansu (crates.io), memory storage,
+# 127.0.0.1:9092. Installed once (a ~15 minute build) and started when not running.
+if ! (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
+  if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
+    echo "services: installing tansu 0.6.0 (once)"
+    cargo install tansu --version 0.6.0 --locked --features dynostore
+  fi
+  TANSU=$(command -v tansu || echo "$HOME/.cargo/bin/tansu")
+  echo "services: starting tansu on 127.0.0.1:9092"
+  mkdir -p "${TMPDIR:-/tmp}/ruizhu"
+  nohup "$TANSU" broker --listener-url tcp://127.0.0.1:9092 \
+    --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/ \
+    >"${TMPDIR:-/tmp}/ruizhu/tansu.log" 2>&1 &
+fi
+wait_for "Kafka broker (tansu)" bash -c 'exec 3<>/dev/tcp/127.0.0.1/9092'

@@ -8,6 +8,10 @@ use domain::cart::Carts;
 use domain::catalog::Catalog;
 use domain::crypto::{BlindIndex, FieldCipher};
 use domain::db::Db;
+use domain::events::bus::Bus;
+use domain::events::consumers::Consumers;
+use domain::events::hub::EventHub;
+use domain::events::relay::Relay;
 use domain::identity::{Identity, TokenKeys};
 use domain::order::Orders;
 use domain::payment::{PaymentMode, Payments};
@@ -40,6 +44,14 @@ pub struct App {
     pub carts: Carts,
     /// WeChat Pay prepays, notifications, refunds.
     pub payments: Payments,
+    /// Events: the transport (Kafka or in-process).
+    pub bus: Bus,
+    /// The outbox relay.
+    pub relay: Relay,
+    /// This process's fan-out to subscriptions.
+    pub hub: EventHub,
+    /// The event consumers (started by `serve`/workers).
+    pub consumers: Consumers,
     /// The executable GraphQL schema.
     pub schema: ApiSchema,
     /// Prometheus exposition.
@@ -54,6 +66,18 @@ impl App {
         let cache = Cache::new(redis.clone(), &settings.cache)?;
         let catalog = Catalog::new(db.clone(), cache.clone());
         let wechat = WechatClient::new(&settings.wechat, redis.clone())?;
+        let bus = Bus::new(&settings.kafka)?;
+        let relay = Relay::new(db.clone(), bus.clone(), settings.kafka.relay_batch);
+        let hub = EventHub::default();
+        let consumers = Consumers {
+            bus: bus.clone(),
+            db: db.clone(),
+            catalog: catalog.clone(),
+            wechat: wechat.clone(),
+            settings: settings.notifications.clone(),
+            hub: hub.clone(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+        };
         let identity = Identity::new(
             db.clone(),
             redis.clone(),
@@ -93,6 +117,8 @@ impl App {
             .data(orders.clone())
             .data(carts.clone())
             .data(payments.clone())
+            .data(hub.clone())
+            .data(consumers.clone())
             .data(loaders)
             .extension(Observe)
             // coarse guards until the configurable operation limits (depth, complexity with
@@ -110,6 +136,10 @@ impl App {
             orders,
             carts,
             payments,
+            bus,
+            relay,
+            hub,
+            consumers,
             schema,
             metrics: telemetry::metrics_handle(),
         }))

@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use domain::cache::CacheSettings;
 use domain::crypto::CryptoSettings;
 use domain::db::DbSettings;
+use domain::events::KafkaSettings;
+use domain::events::consumers::NotificationSettings;
 use domain::identity::{AuthSettings, JwtSettings};
 use domain::order::OrderSettings;
 use domain::redis::RedisSettings;
@@ -57,6 +59,10 @@ pub struct Settings {
     pub wechat: WechatSettings,
     /// `[wechatpay]`: the WeChat Pay merchant.
     pub wechatpay: WechatPaySettings,
+    /// `[kafka]`: the event transport (unset brokers = in-process events).
+    pub kafka: KafkaSettings,
+    /// `[notifications]`: WeChat subscription messages and shipping uploads.
+    pub notifications: NotificationSettings,
     /// `[crypto]`: keys for personal data.
     pub crypto: CryptoSettings,
     /// `[orders]`: checkout and the order lifecycle.
@@ -79,6 +85,12 @@ pub struct HttpSettings {
     pub graphiql: bool,
     /// How long in-flight requests may finish after SIGTERM before the process exits, in ms.
     pub shutdown_grace_ms: u64,
+    /// A WebSocket must send `connection_init` within this many ms (else closed 4408).
+    pub ws_init_timeout_ms: u64,
+    /// Most subscriptions one WebSocket may have running at once.
+    pub ws_max_subscriptions: usize,
+    /// WebSocket ping interval in ms; a peer silent for two intervals is disconnected.
+    pub ws_ping_interval_ms: u64,
 }
 
 impl Default for HttpSettings {
@@ -88,6 +100,9 @@ impl Default for HttpSettings {
             body_limit_bytes: 64 * 1024,
             graphiql: true,
             shutdown_grace_ms: 10_000,
+            ws_init_timeout_ms: 10_000,
+            ws_max_subscriptions: 20,
+            ws_ping_interval_ms: 15_000,
         }
     }
 }

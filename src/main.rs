@@ -159,9 +159,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // single-node mode: the workers run in this process
     let sweeper = ruizhu::workers::spawn_order_sweeper(app.clone());
     let payments = ruizhu::workers::spawn_payments_worker(app.clone());
+    let events = ruizhu::workers::spawn_event_workers(app.clone())?;
     http::serve(app, listener, http::shutdown_signal()).await?;
     sweeper.abort();
     payments.abort();
+    for task in events {
+        task.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

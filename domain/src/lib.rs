@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod identity;
 pub mod money;
 pub mod order;

@@ -293,6 +293,38 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    outbox_events (id) {
+        id -> Unsigned<Bigint>,
+        event_id -> Varchar,
+        event_type -> Varchar,
+        schema_version -> Integer,
+        aggregate_type -> Varchar,
+        aggregate_id -> Varchar,
+        topic -> Varchar,
+        occurred_at -> Datetime,
+        payload -> Text,
+        published_at -> Nullable<Datetime>,
+    }
+}
+
+diesel::table! {
+    processed_events (consumer, event_id) {
+        consumer -> Varchar,
+        event_id -> Varchar,
+        processed_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    subscription_quotas (member_id, template_id) {
+        member_id -> Unsigned<Bigint>,
+        template_id -> Varchar,
+        remaining -> Integer,
+        updated_at -> Datetime,
+    }
+}
+
 diesel::joinable!(order_lines -> orders (order_id));
 diesel::joinable!(order_events -> orders (order_id));
 diesel::joinable!(cart_lines -> skus (sku_id));
@@ -319,4 +351,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     inventory_ledger,
     payments,
     refunds,
+    outbox_events,
+    processed_events,
+    subscription_quotas,
 );

@@ -336,34 +336,22 @@ impl WechatClient {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
-    /// The phone number behind a phone-button code, as `+<country code> <number>` digits
-    /// (mainland numbers come back as their 11 digits).
-    pub async fn phone_number(&self, code: &str) -> Result<String, WechatError> {
+    /// `POST {api_base}{path}?access_token=…` with the shared token; a token WeChat calls stale
+    /// (40001/42001) is dropped everywhere and fetched again, once.
+    async fn post_with_token(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, WechatError> {
         for attempt in 0..2 {
             let token = self.access_token().await?;
             let request = self
                 .inner
                 .http
-                .post(self.url("/wxa/business/getuserphonenumber"))
+                .post(self.url(path))
                 .query(&[("access_token", token.expose_secret())])
-                .json(&serde_json::json!({ "code": code }));
+                .json(body);
             match self.get_json(request).await {
-                Ok(body) => {
-                    let info = &body["phone_info"];
-                    let number = info["purePhoneNumber"].as_str().unwrap_or_default();
-                    let country = info["countryCode"].as_str().unwrap_or("86");
-                    if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) {
-                        return Err(WechatError::Unavailable(
-                            "malformed phone answer".to_owned(),
-                        ));
-                    }
-                    return Ok(if country == "86" {
-                        number.to_owned()
-                    } else {
-                        format!("+{country} {number}")
-                    });
-                }
-                // 40001/42001: the token went stale before its time; fetch again once
                 Err(WechatError::Other(40001 | 42001)) if attempt == 0 => {
                     self.forget_token();
                     let key = self.token_key();
@@ -374,11 +362,63 @@ impl WechatClient {
                         })
                         .await;
                 }
-                Err(e) => return Err(e),
+                other => return other,
             }
         }
         Err(WechatError::Unavailable(
             "access token rejected twice".to_owned(),
         ))
+    }
+
+    /// The phone number behind a phone-button code, as `+<country code> <number>` digits
+    /// (mainland numbers come back as their 11 digits).
+    pub async fn phone_number(&self, code: &str) -> Result<String, WechatError> {
+        let body = self
+            .post_with_token(
+                "/wxa/business/getuserphonenumber",
+                &serde_json::json!({ "code": code }),
+            )
+            .await?;
+        let info = &body["phone_info"];
+        let number = info["purePhoneNumber"].as_str().unwrap_or_default();
+        let country = info["countryCode"].as_str().unwrap_or("86");
+        if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) {
+            return Err(WechatError::Unavailable(
+                "malformed phone answer".to_owned(),
+            ));
+        }
+        Ok(if country == "86" {
+            number.to_owned()
+        } else {
+            format!("+{country} {number}")
+        })
+    }
+
+    /// Sends a subscription message (wechat.md §2). `43101` (no consent left) comes back as
+    /// `WechatError::Other(43101)`.
+    pub async fn send_subscribe_message(
+        &self,
+        openid: &str,
+        template_id: &str,
+        page: &str,
+        miniprogram_state: &str,
+        data: serde_json::Value,
+    ) -> Result<(), WechatError> {
+        self.post_with_token(
+            "/cgi-bin/message/subscribe/send",
+            &serde_json::json!({
+                "touser": openid, "template_id": template_id, "page": page,
+                "miniprogram_state": miniprogram_state, "lang": "zh_CN", "data": data,
+            }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Uploads shipping information for a paid order (wechat.md §2; funds stay frozen without it).
+    pub async fn upload_shipping_info(&self, body: &serde_json::Value) -> Result<(), WechatError> {
+        self.post_with_token("/wxa/sec/order/upload_shipping_info", body)
+            .await
+            .map(|_| ())
     }
 }

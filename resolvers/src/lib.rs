@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod error;
 pub mod id;
 pub mod identity;
+pub mod live;
 pub mod loaders;
 pub mod money;
 pub mod observe;
@@ -40,11 +41,12 @@ pub struct Mutation(
     order::OrderMutation,
     payment::PaymentMutation,
     catalog::CatalogMutation,
+    live::LiveMutation,
 );
 
 /// Every subscription root field, merged from the contexts.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(system::SystemSubscription);
+pub struct Subscription(live::LiveSubscription, system::SystemSubscription);
 
 /// The API schema type.
 pub type ApiSchema = Schema<Query, Mutation, Subscription>;

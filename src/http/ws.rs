@@ -50,46 +50,234 @@ pub async fn handler(
         .on_upgrade(move |socket| serve(app, socket, protocol))
 }
 
+/// What the transport knows about one connection besides the GraphQL session.
+#[derive(Default)]
+struct Connection {
+    /// `connection_init` was accepted.
+    initialised: bool,
+    /// The token's expiry and session, once authenticated.
+    expires_at: Option<u64>,
+    session_id: Option<String>,
+    /// Ids of running subscriptions.
+    active: std::collections::HashSet<String>,
+}
+
+fn error_message(protocol: WebSocketProtocols, id: &str, message: &str, code: &str) -> Message {
+    let error = serde_json::json!({ "message": message, "extensions": { "code": code } });
+    let body = match protocol {
+        WebSocketProtocols::GraphQLWS => {
+            serde_json::json!({ "id": id, "type": "error", "payload": [error] })
+        }
+        WebSocketProtocols::SubscriptionsTransportWS => {
+            serde_json::json!({ "id": id, "type": "error", "payload": error })
+        }
+    };
+    Message::Text(body.to_string().into())
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.to_owned().into(),
+    }))
+}
+
 async fn serve(app: Arc<App>, socket: WebSocket, protocol: WebSocketProtocols) {
+    let http = &app.settings.http;
+    let max_subscriptions = http.ws_max_subscriptions;
+    let ping_every = Duration::from_millis(http.ws_ping_interval_ms.max(100));
+    let init_deadline =
+        tokio::time::Instant::now() + Duration::from_millis(http.ws_init_timeout_ms);
+    let state = Arc::new(std::sync::Mutex::new(Connection::default()));
+    let (inject, mut injected) = tokio::sync::mpsc::unbounded_channel::<Message>();
+    let last_heard = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+
     let (mut sink, stream) = socket.split();
+    let (input_state, input_inject, input_heard) =
+        (state.clone(), inject.clone(), last_heard.clone());
     let input = stream
         .take_while(|r| futures::future::ready(r.is_ok()))
-        .filter_map(|r| {
-            futures::future::ready(match r {
+        .filter_map(move |r| {
+            *input_heard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+            let bytes = match r {
                 Ok(Message::Text(text)) => Some(text.as_bytes().to_vec()),
                 Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
                 _ => None,
-            })
+            };
+            let bytes = bytes.and_then(|b| {
+                admit(&b, protocol, max_subscriptions, &input_state, &input_inject).then_some(b)
+            });
+            futures::future::ready(bytes)
         });
+    let init_state = state.clone();
     let schema = app.schema.clone();
+    let init_app = app.clone();
     let session = GraphQLSession::new(schema, input, protocol)
-        .keepalive_timeout(Duration::from_secs(30))
-        .on_connection_init(move |payload| async move { connection_data(&app, payload).await })
+        .on_connection_init(move |payload| async move {
+            let result = connection_data(&init_app, payload).await;
+            if let Ok((_, subject)) = &result {
+                let mut s = init_state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                s.initialised = true;
+                if let Some(subject) = subject {
+                    s.expires_at = Some(subject.expires_at);
+                    s.session_id = Some(subject.session_id.clone());
+                }
+            }
+            result.map(|(data, _)| data)
+        })
         .map(|message| match message {
             WsMessage::Text(text) => Message::Text(text.into()),
-            WsMessage::Close(_, reason) if reason.starts_with(REFUSED) => {
-                Message::Close(Some(CloseFrame {
-                    code: 4403,
-                    reason: "Forbidden".into(),
-                }))
-            }
-            WsMessage::Close(code, reason) => Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })),
+            WsMessage::Close(_, reason) if reason.starts_with(REFUSED) => close(4403, "Forbidden"),
+            WsMessage::Close(code, reason) => close(code, &reason),
         });
     futures::pin_mut!(session);
-    while let Some(message) = session.next().await {
-        if sink.send(message).await.is_err() {
+    let mut pinger = tokio::time::interval(ping_every);
+    pinger.tick().await;
+    loop {
+        let (initialised, expires_at) = {
+            let s = state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (s.initialised, s.expires_at)
+        };
+        let deadline = if initialised {
+            expires_at.map_or(init_deadline + Duration::from_secs(86_400 * 365), |exp| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(now))
+            })
+        } else {
+            init_deadline
+        };
+        let outgoing = tokio::select! {
+            message = session.next() => match message {
+                Some(message) => {
+                    if let Message::Text(text) = &message {
+                        note_completion(text.as_str(), &state);
+                    }
+                    message
+                }
+                None => break,
+            },
+            Some(message) = injected.recv() => message,
+            _ = tokio::time::sleep_until(deadline) => {
+                let message = if initialised {
+                    close(4403, "Forbidden: the access token expired")
+                } else {
+                    close(4408, "Connection initialisation timeout")
+                };
+                let _ = sink.send(message).await;
+                break;
+            }
+            _ = pinger.tick() => {
+                let silent = last_heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed();
+                if silent > ping_every * 2 + Duration::from_secs(1) {
+                    let _ = sink.send(close(1001, "keepalive timeout")).await;
+                    break;
+                }
+                let session_id = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).session_id.clone();
+                if let Some(sid) = session_id
+                    && matches!(app.identity.session_active(&sid).await, Ok(false))
+                {
+                    let _ = sink.send(close(4403, "Forbidden: the session was revoked")).await;
+                    break;
+                }
+                if protocol == WebSocketProtocols::SubscriptionsTransportWS
+                    && sink.send(Message::Text(r#"{"type":"ka"}"#.into())).await.is_err()
+                {
+                    break;
+                }
+                Message::Ping(Vec::new().into())
+            }
+        };
+        let closing = matches!(outgoing, Message::Close(_));
+        if sink.send(outgoing).await.is_err() || closing {
             break;
         }
+    }
+}
+
+/// Looks at one client message before the session does: counts subscriptions (at most
+/// `max` at once; more get an `error` for that id), refuses a second subscription under an id
+/// already running (graphql-transport-ws: close 4409). Returns whether to pass it on.
+fn admit(
+    bytes: &[u8],
+    protocol: WebSocketProtocols,
+    max: usize,
+    state: &std::sync::Mutex<Connection>,
+    inject: &tokio::sync::mpsc::UnboundedSender<Message>,
+) -> bool {
+    let Ok(message) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return true; // the session answers malformed messages itself
+    };
+    let id = message["id"].as_str().unwrap_or_default().to_owned();
+    let mut s = state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match message["type"].as_str() {
+        Some("subscribe" | "start") if s.initialised => {
+            if s.active.contains(&id) {
+                if protocol == WebSocketProtocols::GraphQLWS {
+                    let _ =
+                        inject.send(close(4409, &format!("Subscriber for {id} already exists")));
+                } else {
+                    let _ = inject.send(error_message(
+                        protocol,
+                        &id,
+                        "this id is already running",
+                        "BAD_USER_INPUT",
+                    ));
+                }
+                return false;
+            }
+            if s.active.len() >= max {
+                let _ = inject.send(error_message(
+                    protocol,
+                    &id,
+                    &format!("at most {max} subscriptions per connection"),
+                    "RATE_LIMITED",
+                ));
+                return false;
+            }
+            s.active.insert(id);
+        }
+        Some("complete" | "stop") => {
+            s.active.remove(&id);
+        }
+        _ => {}
+    }
+    true
+}
+
+/// A subscription the server completed (or failed) frees its slot.
+fn note_completion(text: &str, state: &std::sync::Mutex<Connection>) {
+    if !(text.contains("\"complete\"") || text.contains("\"error\"")) {
+        return;
+    }
+    if let Ok(message) = serde_json::from_str::<serde_json::Value>(text)
+        && matches!(message["type"].as_str(), Some("complete" | "error"))
+        && let Some(id) = message["id"].as_str()
+    {
+        state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .active
+            .remove(id);
     }
 }
 
 /// `connection_init` carries `{"Authorization": "Bearer <token>"}` (any capitalisation of the
 /// key). No token is an anonymous connection; a bad token refuses the connection (closed with
 /// 4403 Forbidden), just as HTTP answers 401.
-async fn connection_data(app: &App, payload: serde_json::Value) -> async_graphql::Result<Data> {
+async fn connection_data(
+    app: &App,
+    payload: serde_json::Value,
+) -> async_graphql::Result<(Data, Option<domain::identity::TokenSubject>)> {
     let header = payload
         .as_object()
         .and_then(|o| {
@@ -115,10 +303,14 @@ async fn connection_data(app: &App, payload: serde_json::Value) -> async_graphql
             }
         }
     };
+    let subject = match &viewer {
+        Viewer::Authenticated(subject) => Some(subject.clone()),
+        Viewer::Anonymous => None,
+    };
     let mut data = Data::default();
     data.insert(viewer);
     // the viewer is fixed for the connection's life: changes go over HTTP, where every request
     // is authenticated afresh (see `resolvers::observe::WebSocketTransport`)
     data.insert(resolvers::observe::WebSocketTransport);
-    Ok(data)
+    Ok((data, subject))
 }

@@ -57,3 +57,47 @@ pub fn spawn_payments_worker(app: Arc<App>) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+/// The outbox relay, forever: publishes unpublished events batch by batch (one relay at a time
+/// per database, by a MySQL lock), and purges old published rows. In Kafka mode it first makes
+/// sure the topics exist, retrying while the broker is unreachable; meanwhile the outbox keeps
+/// every event and the API keeps working.
+pub fn spawn_relay(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_millis(app.settings.kafka.relay_interval_ms.max(10));
+    tokio::spawn(async move {
+        while let Err(e) = app.bus.ensure_topics().await {
+            tracing::warn!(error = %e, "cannot create Kafka topics yet; retrying");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut passes: u64 = 0;
+        loop {
+            ticker.tick().await;
+            loop {
+                match app.relay.run_once().await {
+                    Ok(pass) if pass.published > 0 && pass.published == pass.read => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox relay failed; retrying next tick");
+                        break;
+                    }
+                }
+            }
+            passes += 1;
+            if passes.is_multiple_of(600)
+                && let Err(e) = app.relay.purge().await
+            {
+                tracing::warn!(error = %e, "outbox purge failed");
+            }
+        }
+    })
+}
+
+/// The relay and every event consumer (fan-out to subscriptions, cache invalidation, WeChat
+/// messages, shipping uploads). What `serve` runs besides HTTP in single-node mode.
+pub fn spawn_event_workers(app: Arc<App>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = app.consumers.spawn_all()?;
+    tasks.push(spawn_relay(app));
+    Ok(tasks)
+}

@@ -25,6 +25,10 @@ pub struct FakeState {
     pub stable_token_calls: u32,
     pub session_keys: Vec<String>,
     pub access_tokens: Vec<String>,
+    /// Subscription messages sent (request bodies).
+    pub messages: Vec<Value>,
+    /// Shipping uploads (request bodies).
+    pub shipping_uploads: Vec<Value>,
 }
 
 #[derive(Clone)]
@@ -40,6 +44,8 @@ impl FakeWechat {
             .route("/sns/jscode2session", get(code2session))
             .route("/cgi-bin/stable_token", post(stable_token))
             .route("/wxa/business/getuserphonenumber", post(phone_number))
+            .route("/cgi-bin/message/subscribe/send", post(subscribe_send))
+            .route("/wxa/sec/order/upload_shipping_info", post(upload_shipping))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -160,4 +166,55 @@ async fn phone_number(
         }
     }))
     .into_response()
+}
+
+fn token_ok(state: &Arc<Mutex<FakeState>>, q: &std::collections::HashMap<String, String>) -> bool {
+    let token = q.get("access_token").cloned().unwrap_or_default();
+    state.lock().unwrap().access_tokens.contains(&token)
+}
+
+/// Subscription messages: `touser` starting with `noquota` answers 43101, as WeChat does for a
+/// user with no consent left.
+async fn subscribe_send(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    Json(body): Json<Value>,
+) -> Response {
+    if !token_ok(&state, &q) {
+        return wechat_error(40001);
+    }
+    if body["touser"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("dev-noquota")
+    {
+        return wechat_error(43101);
+    }
+    if body["template_id"].as_str().unwrap_or_default().is_empty() || !body["data"].is_object() {
+        return wechat_error(47003);
+    }
+    state.lock().unwrap().messages.push(body);
+    Json(json!({ "errcode": 0, "errmsg": "ok" })).into_response()
+}
+
+async fn upload_shipping(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    Json(body): Json<Value>,
+) -> Response {
+    if !token_ok(&state, &q) {
+        return wechat_error(40001);
+    }
+    let ok = body["order_key"]["order_number_type"] == 2
+        && body["order_key"]["transaction_id"].is_string()
+        && body["logistics_type"] == 1
+        && body["shipping_list"][0]["tracking_no"].is_string()
+        && body["payer"]["openid"].is_string()
+        && chrono::DateTime::parse_from_rfc3339(body["upload_time"].as_str().unwrap_or_default())
+            .is_ok();
+    if !ok {
+        return wechat_error(47001);
+    }
+    state.lock().unwrap().shipping_uploads.push(body);
+    Json(json!({ "errcode": 0, "errmsg": "ok" })).into_response()
 }

@@ -41,6 +41,13 @@ pub struct Options {
     pub payment_window_secs: Option<u64>,
     /// A WeChat Pay merchant (e.g. `FakeWechatPay::settings()`); none = development payments.
     pub wechatpay: Option<domain::wechatpay::WechatPaySettings>,
+    /// Kafka brokers (`Some(kafka_brokers())` for the shared broker); none = in-process events.
+    /// Topics and consumer groups get a prefix of their own per test.
+    pub kafka: Option<String>,
+    /// Run the outbox relay and the event consumers (what `serve` runs besides HTTP).
+    pub events: bool,
+    /// Adjusts any other setting.
+    pub tweak: Option<fn(&mut Settings)>,
 }
 
 impl Default for Options {
@@ -55,6 +62,9 @@ impl Default for Options {
             pool_size: None,
             payment_window_secs: None,
             wechatpay: None,
+            kafka: None,
+            events: false,
+            tweak: None,
         }
     }
 }
@@ -69,6 +79,21 @@ pub struct TestApp {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     /// Whether dropping this removes the database and Redis keys (not for replicas).
     owner: bool,
+    /// Background tasks (relay, consumers), stopped on drop.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The broker tests use (`TEST_KAFKA_BROKERS`, default the local tansu on 127.0.0.1:9092).
+pub fn kafka_brokers() -> String {
+    std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+fn event_tasks(app: &Arc<App>, events: bool) -> Vec<tokio::task::JoinHandle<()>> {
+    if events {
+        ruizhu::workers::spawn_event_workers(app.clone()).expect("event workers start")
+    } else {
+        Vec::new()
+    }
 }
 
 async fn serve(app: Arc<App>) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
@@ -162,6 +187,17 @@ impl TestApp {
         if let Some(pay) = &options.wechatpay {
             settings.wechatpay = pay.clone();
         }
+        if let Some(brokers) = &options.kafka {
+            settings.kafka.brokers = Some(brokers.clone());
+            settings.kafka.topic_prefix = format!("rz-test-{}-", &id[..12]);
+            settings.kafka.group_prefix = format!("rz-test-{}", &id[..12]);
+            settings.kafka.partitions = 2;
+            settings.kafka.timeout_ms = 3_000;
+        }
+        settings.kafka.relay_interval_ms = 20;
+        if let Some(tweak) = options.tweak {
+            tweak(&mut settings);
+        }
         if let Some(delay) = options.loader_delay_us {
             settings.graphql.loader_delay_us = delay;
         }
@@ -172,6 +208,7 @@ impl TestApp {
             .await
             .expect("database prepared");
         let (addr, tx) = serve(app.clone()).await;
+        let tasks = event_tasks(&app, options.events);
         Self {
             addr,
             app,
@@ -181,6 +218,7 @@ impl TestApp {
             redis_prefix,
             shutdown: Some(tx),
             owner: true,
+            tasks,
         }
     }
 
@@ -188,7 +226,9 @@ impl TestApp {
     pub async fn replica(&self) -> Self {
         let app = App::build(self.app.settings.clone()).expect("replica builds");
         let (addr, tx) = serve(app.clone()).await;
+        let tasks = event_tasks(&app, !self.tasks.is_empty());
         Self {
+            tasks,
             addr,
             app,
             client: reqwest::Client::new(),
@@ -258,6 +298,9 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -8,6 +8,7 @@ mod fake_wechatpay;
 mod harness;
 
 mod catalog;
+mod events;
 mod http_spec;
 mod identity;
 mod ops;

@@ -8,10 +8,10 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::harness::{Options, TestApp};
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(app: &TestApp, protocol: &str) -> Socket {
+pub(crate) async fn connect(app: &TestApp, protocol: &str) -> Socket {
     let mut request = format!("ws://{}/graphql/ws", app.addr)
         .into_client_request()
         .unwrap();
@@ -26,7 +26,7 @@ async fn connect(app: &TestApp, protocol: &str) -> Socket {
     socket
 }
 
-async fn send(socket: &mut Socket, message: Value) {
+pub(crate) async fn send(socket: &mut Socket, message: Value) {
     socket
         .send(Message::Text(message.to_string().into()))
         .await
@@ -34,7 +34,7 @@ async fn send(socket: &mut Socket, message: Value) {
 }
 
 /// The next JSON message, skipping keep-alives; fails after 5 s.
-async fn next(socket: &mut Socket) -> Value {
+pub(crate) async fn next(socket: &mut Socket) -> Value {
     loop {
         let message = tokio::time::timeout(std::time::Duration::from_secs(5), socket.next())
             .await

@@ -65,6 +65,7 @@ impl Catalog {
                     ))
                     .execute(conn)
                     .await?;
+                crate::events::stock_changed(conn, &[(sku_id, delta, "adjust", None)]).await?;
                 let stock: i32 = skus::table
                     .find(sku_id)
                     .select(skus::stock)

@@ -65,6 +65,8 @@ pub struct TokenSubject {
     pub principal: Principal,
     /// Which login.
     pub session_id: String,
+    /// When the token expires (seconds since the epoch).
+    pub expires_at: u64,
 }
 
 /// Signs and verifies access tokens.
@@ -156,6 +158,7 @@ impl TokenKeys {
         Some(TokenSubject {
             principal,
             session_id: claims.sid,
+            expires_at: claims.exp,
         })
     }
 }

@@ -465,6 +465,23 @@ impl Orders {
             .values(&ledger)
             .execute(conn)
             .await?;
+        let changes: Vec<crate::events::StockChange> = lines
+            .iter()
+            .map(|(sku, q)| (*sku, -*q, "reserve", Some(order_id)))
+            .collect();
+        crate::events::stock_changed(conn, &changes).await?;
+        crate::events::record(
+            conn,
+            "order.placed",
+            "order",
+            order_id,
+            serde_json::json!({
+                "order_id": order_id, "order_no": order_no, "member_id": req.member_id,
+                "total_fen": total, "status": OrderStatus::PendingPayment.as_str(),
+                "lines": lines.iter().map(|(sku, q)| serde_json::json!({ "sku_id": sku, "quantity": q })).collect::<Vec<_>>(),
+            }),
+        )
+        .await?;
         let (actor_kind, actor_id) = Actor::Member(req.member_id).parts();
         diesel::insert_into(order_events::table)
             .values((

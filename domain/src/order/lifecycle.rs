@@ -340,6 +340,7 @@ pub(crate) async fn apply(
     shipment: Option<Shipment>,
 ) -> QueryResult<bool> {
     let at = now();
+    let shipment_for_event = shipment.clone();
     let target = orders::table
         .filter(orders::id.eq(order.id))
         .filter(orders::status.eq(from.as_str()));
@@ -351,7 +352,7 @@ pub(crate) async fn apply(
                 .await?
         }
         OrderStatus::Shipped => {
-            let s = shipment.unwrap_or_default();
+            let s = shipment.clone().unwrap_or_default();
             diesel::update(target)
                 .set((
                     orders::status.eq(to.as_str()),
@@ -402,7 +403,33 @@ pub(crate) async fn apply(
         ))
         .execute(conn)
         .await?;
+    let mut payload = serde_json::json!({
+        "order_id": order.id, "order_no": order.order_no, "member_id": order.member_id,
+        "from": from.as_str(), "to": to.as_str(), "total_fen": order.total_fen,
+        "actor": kind, "actor_id": id,
+    });
+    if let Some(s) = shipment_for_event {
+        payload["carrier"] = serde_json::json!(s.carrier);
+        payload["tracking_no"] = serde_json::json!(s.tracking_no);
+    }
+    crate::events::record(conn, order_event_type(from, to), "order", order.id, payload).await?;
     Ok(true)
+}
+
+/// The event type of a transition, named for what happened.
+pub fn order_event_type(from: OrderStatus, to: OrderStatus) -> &'static str {
+    use OrderStatus as S;
+    match (from, to) {
+        (S::Refunding, S::Refunded) => "order.refunded",
+        (S::Refunding, _) => "order.refund_ended",
+        (_, S::Paid) => "order.paid",
+        (_, S::Cancelled) => "order.cancelled",
+        (_, S::Shipped) => "order.shipped",
+        (_, S::Delivered) => "order.delivered",
+        (_, S::Completed) => "order.completed",
+        (_, S::Refunding) => "order.refund_started",
+        _ => "order.status_changed",
+    }
 }
 
 /// A timeline entry without a status change (e.g. a late payment refunded automatically).
@@ -470,5 +497,10 @@ pub(crate) async fn release_stock(
             .execute(conn)
             .await?;
     }
+    let changes: Vec<crate::events::StockChange> = lines
+        .iter()
+        .map(|(order, sku, q)| (*sku, *q, "release", Some(*order)))
+        .collect();
+    crate::events::stock_changed(conn, &changes).await?;
     Ok(())
 }

@@ -855,6 +855,22 @@ async fn record_tx(
             .execute(conn)
             .await?;
     }
+    crate::events::record(
+        conn,
+        "payment.recorded",
+        "payment",
+        order.id,
+        serde_json::json!({
+            "order_id": order.id, "out_trade_no": tx.out_trade_no, "transaction_id": transaction_id,
+            "amount_fen": tx.amount.total, "source": source.as_str(),
+            "outcome": match recorded {
+                Recorded::Paid => "paid",
+                Recorded::PaidAfterCancel => "paid_after_cancel",
+                _ => "refunding_late_payment",
+            },
+        }),
+    )
+    .await?;
     Ok((recorded, order.id))
 }
 
@@ -907,6 +923,11 @@ async fn reserve_again(conn: &mut AsyncMysqlConnection, order_id: u64) -> QueryR
         .values(&ledger)
         .execute(conn)
         .await?;
+    let changes: Vec<crate::events::StockChange> = lines
+        .iter()
+        .map(|(sku, q)| (*sku, -*q, "reserve", Some(order_id)))
+        .collect();
+    crate::events::stock_changed(conn, &changes).await?;
     Ok(true)
 }
 

@@ -418,6 +418,17 @@ async fn finish_tx(
     }
     metrics::counter!("ruizhu_refunds_finished_total", "kind" => refund.kind.clone(), "status" => status.to_owned())
         .increment(1);
+    crate::events::record(
+        conn,
+        if succeeded { "payment.refund_succeeded" } else { "payment.refund_failed" },
+        "refund",
+        order_id,
+        serde_json::json!({
+            "order_id": order_id, "out_refund_no": refund.out_refund_no,
+            "amount_fen": refund.amount_fen, "status": status, "automatic": refund.kind == KIND_AUTO,
+        }),
+    )
+    .await?;
     if was_abnormal {
         // money WeChat Pay reported abnormal went out after all; the order had already gone
         // back to where it was, so it is refunded now (in full: REFUNDED, with the timeline)

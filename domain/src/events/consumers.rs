@@ -1,0 +1,353 @@
+//! Event consumers. Each runs in its own consumer group and acknowledges an event (Kafka: stores
+//! its offset) only after its effect is done; effects are deduplicated on the event id
+//! (`processed_events`), so a redelivered event changes nothing.
+//!
+//! - **fan-out** (one group per process, from the latest offset): hands events to the
+//!   process's [`EventHub`] for GraphQL subscriptions;
+//! - **cache** (one group per process): drops cached products whose stock changed, in this
+//!   process's memory and in Redis;
+//! - **notifications**: WeChat subscription messages for paid and shipped orders, within the
+//!   member's one-time consents (`subscription_quotas`; none left = skipped, not an error);
+//! - **shipping**: `upload_shipping_info` when an order ships (WeChat keeps the funds frozen
+//!   until it has it).
+//!
+//! External calls cannot share a transaction with the dedup row; the dedup row is claimed
+//! first, so a crash between claim and call loses that one message rather than sending it twice
+//! (a member is never messaged twice for one event).
+
+use std::sync::Arc;
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::Deserialize;
+
+use super::Event;
+use super::bus::{Bus, Subscription};
+use super::hub::EventHub;
+use crate::DomainResult;
+use crate::catalog::Catalog;
+use crate::db::Db;
+use crate::schema::{members, payments, processed_events, subscription_quotas};
+use crate::wechat::{WechatClient, WechatError};
+
+/// `[notifications]` settings (`RUIZHU_NOTIFICATIONS__*`): WeChat subscription messages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationSettings {
+    /// Template for "order paid"; empty = not sent.
+    pub order_paid_template: String,
+    /// Template for "order shipped"; empty = not sent.
+    pub order_shipped_template: String,
+    /// Page the message opens; `{order_id}` is replaced.
+    pub order_page: String,
+    /// `formal`, `trial` or `developer`.
+    pub miniprogram_state: String,
+    /// Send `upload_shipping_info` when an order ships.
+    pub upload_shipping_info: bool,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        Self {
+            order_paid_template: String::new(),
+            order_shipped_template: String::new(),
+            order_page: "pages/order/detail?id={order_id}".to_owned(),
+            miniprogram_state: "formal".to_owned(),
+            upload_shipping_info: true,
+        }
+    }
+}
+
+/// Records one-time consents the member gave in `wx.requestSubscribeMessage` (one message
+/// each) for the configured templates among `template_ids`; returns how many were recorded.
+pub async fn add_consents(
+    db: &Db,
+    settings: &NotificationSettings,
+    member_id: u64,
+    template_ids: &[String],
+) -> DomainResult<usize> {
+    let known = [
+        settings.order_paid_template.as_str(),
+        settings.order_shipped_template.as_str(),
+    ];
+    let mut conn = db.conn().await?;
+    let mut recorded = 0;
+    for template in template_ids {
+        if template.is_empty() || !known.contains(&template.as_str()) {
+            continue;
+        }
+        diesel::insert_into(subscription_quotas::table)
+            .values((
+                subscription_quotas::member_id.eq(member_id),
+                subscription_quotas::template_id.eq(template),
+                subscription_quotas::remaining.eq(1),
+            ))
+            .on_conflict(diesel::dsl::DuplicatedKeys)
+            .do_update()
+            .set(subscription_quotas::remaining.eq(subscription_quotas::remaining + 1))
+            .execute(&mut conn)
+            .await?;
+        recorded += 1;
+    }
+    Ok(recorded)
+}
+
+/// Claims `(consumer, event_id)`; false when it was already processed.
+pub async fn claim(db: &Db, consumer: &str, event_id: &str) -> DomainResult<bool> {
+    let mut conn = db.conn().await?;
+    let inserted = diesel::insert_or_ignore_into(processed_events::table)
+        .values((
+            processed_events::consumer.eq(consumer),
+            processed_events::event_id.eq(event_id),
+        ))
+        .execute(&mut conn)
+        .await?;
+    Ok(inserted == 1)
+}
+
+/// Runs `handle` for every event of `subscription`, acknowledging each once handled; a failed
+/// effect (database unavailable) is retried after a pause, never skipped.
+async fn drive<F, Fut>(name: &'static str, mut subscription: Subscription, handle: F)
+where
+    F: Fn(Arc<Event>) -> Fut,
+    Fut: std::future::Future<Output = DomainResult<()>>,
+{
+    while let Some(delivery) = subscription.next().await {
+        loop {
+            match handle(delivery.event.clone()).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(consumer = name, error = %e, "event effect failed; retrying");
+                    metrics::counter!("ruizhu_event_consumer_errors_total", "consumer" => name)
+                        .increment(1);
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+        subscription.ack(&delivery);
+        metrics::counter!("ruizhu_events_consumed_total", "consumer" => name).increment(1);
+    }
+}
+
+/// Everything the consumers need.
+#[derive(Clone, Debug)]
+pub struct Consumers {
+    /// Where events come from.
+    pub bus: Bus,
+    /// Database (dedup rows, quotas, lookups).
+    pub db: Db,
+    /// Catalog (cache invalidation).
+    pub catalog: Catalog,
+    /// WeChat server APIs.
+    pub wechat: WechatClient,
+    /// Templates and switches.
+    pub settings: NotificationSettings,
+    /// This process's fan-out.
+    pub hub: EventHub,
+    /// This process's id (per-process consumer groups).
+    pub instance: String,
+}
+
+impl Consumers {
+    /// Starts every consumer; returns their tasks.
+    pub fn spawn_all(&self) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+        let mut tasks = Vec::new();
+        let fanout = self.bus.subscribe(
+            &format!("fanout-{}", self.instance),
+            &[super::ORDER_EVENTS, super::PAYMENT_EVENTS],
+            true,
+        )?;
+        let hub = self.hub.clone();
+        tasks.push(tokio::spawn(drive("fanout", fanout, move |event| {
+            let hub = hub.clone();
+            async move {
+                hub.publish(event);
+                Ok(())
+            }
+        })));
+
+        let cache = self.bus.subscribe(
+            &format!("cache-{}", self.instance),
+            &[super::INVENTORY_EVENTS],
+            true,
+        )?;
+        let catalog = self.catalog.clone();
+        tasks.push(tokio::spawn(drive("cache", cache, move |event| {
+            let catalog = catalog.clone();
+            async move {
+                if let Some(product) = event.payload["product_id"].as_u64() {
+                    catalog.invalidate_products(&[product]).await;
+                }
+                Ok(())
+            }
+        })));
+
+        let notifications = self
+            .bus
+            .subscribe("notifications", &[super::ORDER_EVENTS], false)?;
+        let this = self.clone();
+        tasks.push(tokio::spawn(drive(
+            "notifications",
+            notifications,
+            move |event| {
+                let this = this.clone();
+                async move { this.notify(&event).await }
+            },
+        )));
+
+        let shipping = self
+            .bus
+            .subscribe("shipping", &[super::ORDER_EVENTS], false)?;
+        let this = self.clone();
+        tasks.push(tokio::spawn(drive("shipping", shipping, move |event| {
+            let this = this.clone();
+            async move { this.upload_shipping(&event).await }
+        })));
+        Ok(tasks)
+    }
+
+    /// The subscription message for a paid or shipped order, within the member's consents.
+    pub async fn notify(&self, event: &Event) -> DomainResult<()> {
+        let template = match event.event_type.as_str() {
+            "order.paid" => &self.settings.order_paid_template,
+            "order.shipped" => &self.settings.order_shipped_template,
+            _ => return Ok(()),
+        };
+        if template.is_empty() || !claim(&self.db, "notifications", &event.event_id).await? {
+            return Ok(());
+        }
+        let p = &event.payload;
+        let (Some(order_id), Some(member_id)) = (p["order_id"].as_u64(), p["member_id"].as_u64())
+        else {
+            return Ok(());
+        };
+        let mut conn = self.db.conn().await?;
+        let used = diesel::update(
+            subscription_quotas::table
+                .filter(subscription_quotas::member_id.eq(member_id))
+                .filter(subscription_quotas::template_id.eq(template))
+                .filter(subscription_quotas::remaining.gt(0)),
+        )
+        .set(subscription_quotas::remaining.eq(subscription_quotas::remaining - 1))
+        .execute(&mut conn)
+        .await?;
+        if used == 0 {
+            metrics::counter!("ruizhu_wechat_messages_total", "outcome" => "no_consent")
+                .increment(1);
+            return Ok(());
+        }
+        let openid: Option<String> = members::table
+            .find(member_id)
+            .select(members::openid)
+            .first(&mut conn)
+            .await
+            .optional()?;
+        drop(conn);
+        let Some(openid) = openid else {
+            return Ok(());
+        };
+        let order_no = p["order_no"].as_str().unwrap_or_default();
+        let data = if event.event_type == "order.paid" {
+            let fen = p["total_fen"].as_i64().unwrap_or_default();
+            serde_json::json!({
+                "character_string1": { "value": order_no },
+                "amount2": { "value": format!("¥{}.{:02}", fen / 100, fen % 100) },
+                "time3": { "value": event.occurred_at.get(..16).unwrap_or_default().replace('T', " ") },
+            })
+        } else {
+            serde_json::json!({
+                "character_string1": { "value": order_no },
+                "thing2": { "value": p["carrier"].as_str().unwrap_or_default().chars().take(20).collect::<String>() },
+                "character_string3": { "value": p["tracking_no"].as_str().unwrap_or_default() },
+            })
+        };
+        let page = self
+            .settings
+            .order_page
+            .replace("{order_id}", &order_id.to_string());
+        let outcome = match self
+            .wechat
+            .send_subscribe_message(
+                &openid,
+                template,
+                &page,
+                &self.settings.miniprogram_state,
+                data,
+            )
+            .await
+        {
+            Ok(()) => "sent",
+            Err(WechatError::Other(43101)) => {
+                // WeChat says no consent is left: trust it
+                let mut conn = self.db.conn().await?;
+                diesel::update(
+                    subscription_quotas::table
+                        .filter(subscription_quotas::member_id.eq(member_id))
+                        .filter(subscription_quotas::template_id.eq(template)),
+                )
+                .set(subscription_quotas::remaining.eq(0))
+                .execute(&mut conn)
+                .await?;
+                "no_consent"
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, order_id, "subscription message not sent");
+                "failed"
+            }
+        };
+        metrics::counter!("ruizhu_wechat_messages_total", "outcome" => outcome).increment(1);
+        Ok(())
+    }
+
+    /// `upload_shipping_info` for a shipped order paid through WeChat Pay.
+    pub async fn upload_shipping(&self, event: &Event) -> DomainResult<()> {
+        if event.event_type != "order.shipped"
+            || !self.settings.upload_shipping_info
+            || !claim(&self.db, "shipping", &event.event_id).await?
+        {
+            return Ok(());
+        }
+        let p = &event.payload;
+        let (Some(order_id), Some(member_id)) = (p["order_id"].as_u64(), p["member_id"].as_u64())
+        else {
+            return Ok(());
+        };
+        let mut conn = self.db.conn().await?;
+        let transaction: Option<Option<String>> = payments::table
+            .filter(payments::order_id.eq(order_id))
+            .select(payments::transaction_id)
+            .first(&mut conn)
+            .await
+            .optional()?;
+        let Some(Some(transaction_id)) = transaction else {
+            return Ok(()); // not paid through WeChat Pay (e.g. development payments)
+        };
+        let openid: String = members::table
+            .find(member_id)
+            .select(members::openid)
+            .first(&mut conn)
+            .await?;
+        drop(conn);
+        let body = serde_json::json!({
+            "order_key": { "order_number_type": 2, "transaction_id": transaction_id },
+            "logistics_type": 1,
+            "delivery_mode": 1,
+            "shipping_list": [{
+                "tracking_no": p["tracking_no"], "express_company": p["carrier"],
+                "item_desc": format!("订单 {}", p["order_no"].as_str().unwrap_or_default()),
+            }],
+            "upload_time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "payer": { "openid": openid },
+        });
+        let outcome = match self.wechat.upload_shipping_info(&body).await {
+            Ok(()) => "uploaded",
+            Err(e) => {
+                tracing::error!(error = %e, order_id, "upload_shipping_info failed: needs operations");
+                "failed"
+            }
+        };
+        metrics::counter!("ruizhu_wechat_shipping_uploads_total", "outcome" => outcome)
+            .increment(1);
+        Ok(())
+    }
+}
