@@ -19,6 +19,7 @@ use crate::order::{OrderNode, OrderStatus};
 
 /// A change of an order's status.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct OrderStatusChange {
     /// The event's id (UUIDv7; the same id is never delivered twice on one subscription).
     pub event_id: String,
@@ -31,21 +32,37 @@ pub struct OrderStatusChange {
     pub to_status: OrderStatus,
     /// When it happened.
     pub at: chrono::DateTime<chrono::Utc>,
-    /// The order as it is now.
-    pub order: Option<OrderNode>,
+    #[graphql(skip)]
+    order_id: u64,
+}
+
+#[async_graphql::ComplexObject]
+impl OrderStatusChange {
+    /// The order as it is now (loaded only when selected, batched across subscribers).
+    async fn order(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<OrderNode>> {
+        let loaders = ctx.data_unchecked::<crate::loaders::Loaders>();
+        Ok(loaders
+            .order
+            .load_one(crate::loaders::OrderById(self.order_id))
+            .await?
+            .map(OrderNode))
+    }
 }
 
 fn status(value: &serde_json::Value) -> Option<OrderStatus> {
     value.as_str().and_then(DomainStatus::parse).map(Into::into)
 }
 
-/// Order events of the hub as a stream, keeping those `keep` accepts.
+/// Event ids a subscription remembers, to drop redeliveries (relay retries, rebalances).
+const SEEN: usize = 256;
+
+/// Order events of the hub as a stream, keeping those `keep` accepts, each event once.
 fn order_changes(
     rx: broadcast::Receiver<Arc<Event>>,
-    orders: Orders,
     keep: impl Fn(&Event) -> bool + Send + 'static,
 ) -> impl Stream<Item = OrderStatusChange> {
-    futures::stream::unfold((rx, orders, keep), |(mut rx, orders, keep)| async move {
+    let seen = std::collections::VecDeque::<String>::with_capacity(SEEN);
+    futures::stream::unfold((rx, keep, seen), |(mut rx, keep, mut seen)| async move {
         loop {
             let event = match rx.recv().await {
                 Ok(event) => event,
@@ -62,15 +79,16 @@ fn order_changes(
             let Some(order_id) = event.order_id() else {
                 continue;
             };
+            if seen.contains(&event.event_id) {
+                continue;
+            }
+            if seen.len() == SEEN {
+                seen.pop_front();
+            }
+            seen.push_back(event.event_id.clone());
             let to = status(&event.payload["to"])
                 .or_else(|| status(&event.payload["status"]))
                 .unwrap_or(OrderStatus::PendingPayment);
-            let order = orders
-                .orders(&[order_id])
-                .await
-                .ok()
-                .and_then(|mut m| m.remove(&order_id))
-                .map(OrderNode);
             let change = OrderStatusChange {
                 event_id: event.event_id.clone(),
                 event_type: event.event_type.clone(),
@@ -79,9 +97,9 @@ fn order_changes(
                 at: chrono::DateTime::parse_from_rfc3339(&event.occurred_at)
                     .map(|t| t.with_timezone(&chrono::Utc))
                     .unwrap_or_else(|_| chrono::Utc::now()),
-                order,
+                order_id,
             };
-            return Some((change, (rx, orders, keep)));
+            return Some((change, (rx, keep, seen)));
         }
     })
 }
@@ -114,7 +132,7 @@ impl LiveSubscription {
         if !owned {
             return Err(ErrorCode::NotFound.error("no such order"));
         }
-        Ok(order_changes(rx, orders, move |e| e.order_id() == Some(id)))
+        Ok(order_changes(rx, move |e| e.order_id() == Some(id)))
     }
 
     /// Every order event (staff): new orders and every status change, for the live console.
@@ -123,9 +141,8 @@ impl LiveSubscription {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = OrderStatusChange> + use<>> {
-        let orders = ctx.data_unchecked::<Orders>().clone();
         let rx = ctx.data_unchecked::<EventHub>().subscribe();
-        Ok(order_changes(rx, orders, |_| true))
+        Ok(order_changes(rx, |_| true))
     }
 }
 

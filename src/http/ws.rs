@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::Data;
-use async_graphql::http::{
-    ALL_WEBSOCKET_PROTOCOLS, WebSocket as GraphQLSession, WebSocketProtocols, WsMessage,
-};
+use async_graphql::http::{WebSocket as GraphQLSession, WebSocketProtocols, WsMessage};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -46,7 +44,8 @@ pub async fn handler(
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        // exactly the protocol this session speaks (the client's first one we know)
+        .protocols([protocol.sec_websocket_protocol()])
         .on_upgrade(move |socket| serve(app, socket, protocol))
 }
 
@@ -75,10 +74,15 @@ fn error_message(protocol: WebSocketProtocols, id: &str, message: &str, code: &s
     Message::Text(body.to_string().into())
 }
 
+/// A close frame; the reason is cut to WebSocket's 123-byte limit (on a character boundary).
 fn close(code: u16, reason: &str) -> Message {
+    let mut end = reason.len().min(120);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     Message::Close(Some(CloseFrame {
         code,
-        reason: reason.to_owned().into(),
+        reason: reason[..end].to_owned().into(),
     }))
 }
 
@@ -135,6 +139,16 @@ async fn serve(app: Arc<App>, socket: WebSocket, protocol: WebSocketProtocols) {
             WsMessage::Close(code, reason) => close(code, &reason),
         });
     futures::pin_mut!(session);
+    // a peer that stops reading must not hold this task (and its keepalive and expiry checks)
+    let write_timeout = ping_every;
+    macro_rules! send {
+        ($message:expr) => {
+            matches!(
+                tokio::time::timeout(write_timeout, sink.send($message)).await,
+                Ok(Ok(()))
+            )
+        };
+    }
     let mut pinger = tokio::time::interval(ping_every);
     pinger.tick().await;
     loop {
@@ -171,24 +185,24 @@ async fn serve(app: Arc<App>, socket: WebSocket, protocol: WebSocketProtocols) {
                 } else {
                     close(4408, "Connection initialisation timeout")
                 };
-                let _ = sink.send(message).await;
+                let _ = send!(message);
                 break;
             }
             _ = pinger.tick() => {
                 let silent = last_heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed();
                 if silent > ping_every * 2 + Duration::from_secs(1) {
-                    let _ = sink.send(close(1001, "keepalive timeout")).await;
+                    let _ = send!(close(1001, "keepalive timeout"));
                     break;
                 }
                 let session_id = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).session_id.clone();
                 if let Some(sid) = session_id
                     && matches!(app.identity.session_active(&sid).await, Ok(false))
                 {
-                    let _ = sink.send(close(4403, "Forbidden: the session was revoked")).await;
+                    let _ = send!(close(4403, "Forbidden: the session was revoked"));
                     break;
                 }
                 if protocol == WebSocketProtocols::SubscriptionsTransportWS
-                    && sink.send(Message::Text(r#"{"type":"ka"}"#.into())).await.is_err()
+                    && !send!(Message::Text(r#"{"type":"ka"}"#.into()))
                 {
                     break;
                 }
@@ -196,7 +210,7 @@ async fn serve(app: Arc<App>, socket: WebSocket, protocol: WebSocketProtocols) {
             }
         };
         let closing = matches!(outgoing, Message::Close(_));
-        if sink.send(outgoing).await.is_err() || closing {
+        if !send!(outgoing) || closing {
             break;
         }
     }
@@ -225,15 +239,10 @@ fn admit(
                 if protocol == WebSocketProtocols::GraphQLWS {
                     let _ =
                         inject.send(close(4409, &format!("Subscriber for {id} already exists")));
-                } else {
-                    let _ = inject.send(error_message(
-                        protocol,
-                        &id,
-                        "this id is already running",
-                        "BAD_USER_INPUT",
-                    ));
+                    return false;
                 }
-                return false;
+                // legacy graphql-ws: a repeated `start` replaces the running operation
+                return true;
             }
             if s.active.len() >= max {
                 let _ = inject.send(error_message(

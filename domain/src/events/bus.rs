@@ -199,16 +199,28 @@ impl KafkaBus {
                 }
             }
         }
+        // wait for every report (none is left in flight when the relay lets go of its lock);
+        // the delivered prefix is what gets marked
         let mut delivered = 0;
+        let mut gap = false;
         for delivery in pending {
             match delivery.await {
-                Ok(Ok(_)) => delivered += 1,
+                Ok(Ok(_)) if !gap => delivered += 1,
+                Ok(Ok(_)) => {}
                 Ok(Err((e, _))) => {
-                    tracing::warn!(error = %e, "Kafka did not take an event; the outbox keeps it");
-                    break;
+                    if !gap {
+                        tracing::warn!(error = %e, "Kafka did not take an event; the outbox keeps it");
+                    }
+                    gap = true;
                 }
-                Err(_) => break,
+                Err(_) => gap = true,
             }
+        }
+        if let Some((code, reason)) =
+            rdkafka::producer::Producer::client(&self.producer).fatal_error()
+        {
+            tracing::error!(?code, %reason, "the Kafka producer hit a fatal error; restart the process");
+            metrics::counter!("ruizhu_kafka_producer_fatal_total").increment(1);
         }
         delivered
     }

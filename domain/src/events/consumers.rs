@@ -11,14 +11,15 @@
 //! - **shipping**: `upload_shipping_info` when an order ships (WeChat keeps the funds frozen
 //!   until it has it).
 //!
-//! External calls cannot share a transaction with the dedup row; the dedup row is claimed
-//! first, so a crash between claim and call loses that one message rather than sending it twice
-//! (a member is never messaged twice for one event).
+//! External calls cannot share a transaction with the dedup row. Messages claim it (with the
+//! consent) first, so a crash between claim and call loses that one message rather than sending
+//! it twice (a member is never messaged twice for one event); shipping uploads, which are
+//! harmless to repeat, record it after the call and are retried until WeChat takes them.
 
 use std::sync::Arc;
 
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use serde::Deserialize;
 
 use super::Event;
@@ -113,6 +114,7 @@ where
     Fut: std::future::Future<Output = DomainResult<()>>,
 {
     while let Some(delivery) = subscription.next().await {
+        let mut pause = std::time::Duration::from_millis(200);
         loop {
             match handle(delivery.event.clone()).await {
                 Ok(()) => break,
@@ -120,7 +122,8 @@ where
                     tracing::warn!(consumer = name, error = %e, "event effect failed; retrying");
                     metrics::counter!("ruizhu_event_consumer_errors_total", "consumer" => name)
                         .increment(1);
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(30));
                 }
             }
         }
@@ -207,45 +210,68 @@ impl Consumers {
     }
 
     /// The subscription message for a paid or shipped order, within the member's consents.
+    /// The dedup row and the consent are taken in one transaction before the call: a message
+    /// is sent at most once per event (a timeout is not retried, so a member is never messaged
+    /// twice), and a database failure before the call retries the whole event.
     pub async fn notify(&self, event: &Event) -> DomainResult<()> {
         let template = match event.event_type.as_str() {
-            "order.paid" => &self.settings.order_paid_template,
-            "order.shipped" => &self.settings.order_shipped_template,
+            "order.paid" => self.settings.order_paid_template.clone(),
+            "order.shipped" => self.settings.order_shipped_template.clone(),
             _ => return Ok(()),
         };
-        if template.is_empty() || !claim(&self.db, "notifications", &event.event_id).await? {
-            return Ok(());
-        }
         let p = &event.payload;
         let (Some(order_id), Some(member_id)) = (p["order_id"].as_u64(), p["member_id"].as_u64())
         else {
             return Ok(());
         };
-        let mut conn = self.db.conn().await?;
-        let used = diesel::update(
-            subscription_quotas::table
-                .filter(subscription_quotas::member_id.eq(member_id))
-                .filter(subscription_quotas::template_id.eq(template))
-                .filter(subscription_quotas::remaining.gt(0)),
-        )
-        .set(subscription_quotas::remaining.eq(subscription_quotas::remaining - 1))
-        .execute(&mut conn)
-        .await?;
-        if used == 0 {
-            metrics::counter!("ruizhu_wechat_messages_total", "outcome" => "no_consent")
-                .increment(1);
+        if template.is_empty() {
             return Ok(());
         }
+        let mut conn = self.db.conn().await?;
         let openid: Option<String> = members::table
             .find(member_id)
             .select(members::openid)
             .first(&mut conn)
             .await
             .optional()?;
-        drop(conn);
         let Some(openid) = openid else {
             return Ok(());
         };
+        let event_id = event.event_id.clone();
+        let consent = conn
+            .transaction::<_, diesel::result::Error, _>(async |conn| {
+                let claimed = diesel::insert_or_ignore_into(processed_events::table)
+                    .values((
+                        processed_events::consumer.eq("notifications"),
+                        processed_events::event_id.eq(&event_id),
+                    ))
+                    .execute(conn)
+                    .await?;
+                if claimed == 0 {
+                    return Ok(None); // done before
+                }
+                let used = diesel::update(
+                    subscription_quotas::table
+                        .filter(subscription_quotas::member_id.eq(member_id))
+                        .filter(subscription_quotas::template_id.eq(&template))
+                        .filter(subscription_quotas::remaining.gt(0)),
+                )
+                .set(subscription_quotas::remaining.eq(subscription_quotas::remaining - 1))
+                .execute(conn)
+                .await?;
+                Ok(Some(used == 1))
+            })
+            .await?;
+        drop(conn);
+        match consent {
+            None => return Ok(()),
+            Some(false) => {
+                metrics::counter!("ruizhu_wechat_messages_total", "outcome" => "no_consent")
+                    .increment(1);
+                return Ok(());
+            }
+            Some(true) => {}
+        }
         let order_no = p["order_no"].as_str().unwrap_or_default();
         let data = if event.event_type == "order.paid" {
             let fen = p["total_fen"].as_i64().unwrap_or_default();
@@ -269,7 +295,7 @@ impl Consumers {
             .wechat
             .send_subscribe_message(
                 &openid,
-                template,
+                &template,
                 &page,
                 &self.settings.miniprogram_state,
                 data,
@@ -283,7 +309,7 @@ impl Consumers {
                 diesel::update(
                     subscription_quotas::table
                         .filter(subscription_quotas::member_id.eq(member_id))
-                        .filter(subscription_quotas::template_id.eq(template)),
+                        .filter(subscription_quotas::template_id.eq(&template)),
                 )
                 .set(subscription_quotas::remaining.eq(0))
                 .execute(&mut conn)
@@ -291,7 +317,7 @@ impl Consumers {
                 "no_consent"
             }
             Err(e) => {
-                tracing::warn!(error = %e, order_id, "subscription message not sent");
+                tracing::warn!(error = %e, order_id, "subscription message not sent (not retried: at most once)");
                 "failed"
             }
         };
@@ -301,11 +327,20 @@ impl Consumers {
 
     /// `upload_shipping_info` for a shipped order paid through WeChat Pay.
     pub async fn upload_shipping(&self, event: &Event) -> DomainResult<()> {
-        if event.event_type != "order.shipped"
-            || !self.settings.upload_shipping_info
-            || !claim(&self.db, "shipping", &event.event_id).await?
-        {
+        if event.event_type != "order.shipped" || !self.settings.upload_shipping_info {
             return Ok(());
+        }
+        {
+            let mut conn = self.db.conn().await?;
+            let done: i64 = processed_events::table
+                .filter(processed_events::consumer.eq("shipping"))
+                .filter(processed_events::event_id.eq(&event.event_id))
+                .count()
+                .get_result(&mut conn)
+                .await?;
+            if done > 0 {
+                return Ok(());
+            }
         }
         let p = &event.payload;
         let (Some(order_id), Some(member_id)) = (p["order_id"].as_u64(), p["member_id"].as_u64())
@@ -339,13 +374,23 @@ impl Consumers {
             "upload_time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "payer": { "openid": openid },
         });
+        // an upload repeated after a crash is harmless, so the dedup row follows the call; a
+        // transient failure fails the event, which is retried (its offset is not stored)
         let outcome = match self.wechat.upload_shipping_info(&body).await {
             Ok(()) => "uploaded",
+            Err(e @ (WechatError::Unavailable(_) | WechatError::RateLimited)) => {
+                metrics::counter!("ruizhu_wechat_shipping_uploads_total", "outcome" => "retrying")
+                    .increment(1);
+                return Err(crate::DomainError::Internal(format!(
+                    "upload_shipping_info: {e}"
+                )));
+            }
             Err(e) => {
-                tracing::error!(error = %e, order_id, "upload_shipping_info failed: needs operations");
-                "failed"
+                tracing::error!(error = %e, order_id, "upload_shipping_info refused: needs operations");
+                "refused"
             }
         };
+        claim(&self.db, "shipping", &event.event_id).await?;
         metrics::counter!("ruizhu_wechat_shipping_uploads_total", "outcome" => outcome)
             .increment(1);
         Ok(())

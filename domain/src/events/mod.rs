@@ -172,8 +172,8 @@ pub async fn stock_changed(
         return Ok(());
     }
     let ids: Vec<u64> = changes.iter().map(|c| c.0).collect();
-    // a consistent read, no lock: checkout records its events before it reserves stock, so
-    // the hot SKU's row lock is not held any longer for them
+    // callers write these after they changed (and locked) the SKU rows, so each SKU's events
+    // are in the order of its changes
     let info: Vec<(u64, u64)> = skus::table
         .filter(skus::id.eq_any(&ids))
         .select((skus::id, skus::product_id))

@@ -17,6 +17,24 @@ use crate::schema::outbox_events;
 /// Published rows are deleted after this long.
 const RETENTION_DAYS: i64 = 7;
 
+/// Closes (instead of pooling) a connection that may still hold the relay lock.
+struct LockGuard {
+    conn: Option<crate::db::DbConn>,
+    held: bool,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.held
+            && let Some(conn) = self.conn.take()
+        {
+            drop(diesel_async::pooled_connection::deadpool::Object::take(
+                conn,
+            ));
+        }
+    }
+}
+
 #[derive(QueryableByName)]
 struct Locked {
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -55,11 +73,19 @@ impl Relay {
 
     /// Publishes one batch.
     pub async fn run_once(&self) -> DomainResult<Pass> {
-        let mut conn = self.db.conn().await?;
+        // the named lock belongs to this session: unless it is released, the connection must
+        // not go back to the pool (it is closed instead, which releases the lock)
+        let mut guard = LockGuard {
+            conn: Some(self.db.conn().await?),
+            held: false,
+        };
+        let Some(conn) = guard.conn.as_mut() else {
+            return Ok(Pass::default());
+        };
         let locked: Locked = diesel::sql_query(
             "SELECT GET_LOCK(CONCAT('ruizhu-outbox-relay:', DATABASE()), 0) AS locked",
         )
-        .get_result(&mut conn)
+        .get_result(conn)
         .await?;
         if locked.locked != Some(1) {
             return Ok(Pass {
@@ -67,12 +93,19 @@ impl Relay {
                 ..Pass::default()
             });
         }
-        let result = self.publish_batch(&mut conn).await;
-        let _ = diesel::sql_query(
+        guard.held = true;
+        let Some(conn) = guard.conn.as_mut() else {
+            return Ok(Pass::default());
+        };
+        let result = self.publish_batch(conn).await;
+        let released: Result<Locked, _> = diesel::sql_query(
             "SELECT RELEASE_LOCK(CONCAT('ruizhu-outbox-relay:', DATABASE())) AS locked",
         )
-        .get_result::<Locked>(&mut conn)
+        .get_result(conn)
         .await;
+        if matches!(released, Ok(Locked { locked: Some(1) })) {
+            guard.held = false;
+        }
         result
     }
 
@@ -122,24 +155,31 @@ impl Relay {
         })
     }
 
-    /// Deletes published rows older than the retention period, one batch.
+    /// Deletes published outbox rows and consumer dedup rows older than the retention period,
+    /// batch by batch until none is left.
     pub async fn purge(&self) -> DomainResult<usize> {
         let cutoff = chrono::Utc::now().naive_utc() - chrono::TimeDelta::days(RETENTION_DAYS);
         let mut conn = self.db.conn().await?;
-        let ids: Vec<u64> = outbox_events::table
-            .filter(outbox_events::published_at.lt(cutoff))
-            .select(outbox_events::id)
-            .limit(self.batch)
-            .load(&mut conn)
-            .await?;
-        if ids.is_empty() {
-            return Ok(0);
+        let mut total = 0;
+        for table in ["outbox_events", "processed_events"] {
+            let column = if table == "outbox_events" {
+                "published_at"
+            } else {
+                "processed_at"
+            };
+            loop {
+                let deleted =
+                    diesel::sql_query(format!("DELETE FROM {table} WHERE {column} < ? LIMIT 5000"))
+                        .bind::<diesel::sql_types::Datetime, _>(cutoff)
+                        .execute(&mut conn)
+                        .await?;
+                total += deleted;
+                if deleted < 5_000 {
+                    break;
+                }
+            }
         }
-        Ok(
-            diesel::delete(outbox_events::table.filter(outbox_events::id.eq_any(&ids)))
-                .execute(&mut conn)
-                .await?,
-        )
+        Ok(total)
     }
 
     /// Rows not yet published.

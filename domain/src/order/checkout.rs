@@ -465,11 +465,6 @@ impl Orders {
             .values(&ledger)
             .execute(conn)
             .await?;
-        let changes: Vec<crate::events::StockChange> = lines
-            .iter()
-            .map(|(sku, q)| (*sku, -*q, "reserve", Some(order_id)))
-            .collect();
-        crate::events::stock_changed(conn, &changes).await?;
         crate::events::record(
             conn,
             "order.placed",
@@ -530,6 +525,12 @@ impl Orders {
                 return Err(TxError::Refused(CheckoutError::OutOfStock { sku_id: sku }));
             }
         }
+        // after the reservations: a SKU's events follow the order of its row lock
+        let changes: Vec<crate::events::StockChange> = lines
+            .iter()
+            .map(|(sku, q)| (*sku, -*q, "reserve", Some(order_id)))
+            .collect();
+        crate::events::stock_changed(conn, &changes).await?;
 
         Ok(orders::table
             .find(order_id)
