@@ -339,15 +339,29 @@ impl Payments {
         };
         {
             let mut conn = self.db.conn().await?;
-            diesel::insert_or_ignore_into(payments::table)
-                .values((
-                    payments::order_id.eq(order.id),
-                    payments::out_trade_no.eq(&out_trade_no),
-                    payments::amount_fen.eq(order.total_fen),
-                    payments::status.eq(PAYMENT_PREPAY),
-                ))
-                .execute(&mut conn)
-                .await?;
+            // concurrent INSERT IGNOREs of one key can deadlock in InnoDB: retried
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let inserted = diesel::insert_or_ignore_into(payments::table)
+                    .values((
+                        payments::order_id.eq(order.id),
+                        payments::out_trade_no.eq(&out_trade_no),
+                        payments::amount_fen.eq(order.total_fen),
+                        payments::status.eq(PAYMENT_PREPAY),
+                    ))
+                    .execute(&mut conn)
+                    .await;
+                match inserted {
+                    Err(e) if crate::order::is_retryable_conflict(&e) && attempt < 10 => {
+                        tokio::time::sleep(Duration::from_millis(5 * attempt)).await;
+                    }
+                    other => {
+                        other?;
+                        break;
+                    }
+                }
+            }
         }
         // a claim outlives the slowest possible prepay call, so a crashed claimer is taken over
         let claim_ttl = chrono::TimeDelta::milliseconds(
