@@ -122,7 +122,7 @@ impl LiveSubscription {
         let id = id::decode("Order", "orderId", &order_id)?;
         let orders = ctx.data_unchecked::<Orders>().clone();
         // subscribe before the ownership check, so no change between the two is missed
-        let rx = ctx.data_unchecked::<EventHub>().subscribe();
+        let rx = ctx.data_unchecked::<EventHub>().subscribe_order(id);
         let owned = orders
             .orders(&[id])
             .await

@@ -42,6 +42,10 @@ pub async fn handler(
     };
     let limit = app.settings.http.body_limit_bytes;
     upgrade
+        // most sockets sit idle waiting for an order update: small buffers (they grow for a
+        // large message) keep an idle connection cheap
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
         .max_message_size(limit)
         .max_frame_size(limit)
         // exactly the protocol this session speaks (the client's first one we know)

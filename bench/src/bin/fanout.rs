@@ -1,7 +1,8 @@
-//! `fanout`: N WebSocket subscribers (`graphql-transport-ws`, staff `orderEvents`) on one
-//! server while orders are placed at a fixed rate; reports delivery latency from the event's
-//! commit (`at`) to each client, and the server's resident memory per idle connection (read
-//! from `/proc/<pid>/status` before and after the connections open). Prints JSON.
+//! `fanout`: N members, each watching their own order with `orderStatusChanged` over
+//! `graphql-transport-ws`, on one server, while orders are paid at a fixed rate (each payment is
+//! an `order.paid` event for one watcher among N sockets); reports delivery latency from the
+//! event's commit (`at`) to the client, and the server's resident memory per idle connection
+//! (read from `/proc/<pid>/status` before and after the sockets open). Prints JSON.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,22 +76,6 @@ async fn main() -> anyhow::Result<()> {
         "mutation S($u: String!, $p: String!) { staffLogin(username: $u, password: $p) { accessToken } }",
         json!({ "u": args.ops_user, "p": args.ops_password })).await?["staffLogin"]["accessToken"]
         .as_str().unwrap_or_default().to_owned();
-    // a buyer with an address and a SKU with plenty of stock
-    let login = gql(
-        &client,
-        &url,
-        None,
-        "mutation { loginWithWeChat(code: \"dev:fanout\") { accessToken } }",
-        json!({}),
-    )
-    .await?;
-    let buyer = login["loginWithWeChat"]["accessToken"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let address = gql(&client, &url, Some(&buyer),
-        r#"mutation { addAddress(input: { recipient: "Bench", phone: "13812345678", province: "上海市", city: "上海市", district: "静安区", detail: "南京西路 1266 号" }) { address { id } } }"#,
-        json!({})).await?["addAddress"]["address"]["id"].as_str().unwrap_or_default().to_owned();
     let sku = gql(
         &client,
         &url,
@@ -103,20 +88,47 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_default()
         .to_owned();
     gql(&client, &url, Some(&ops), r#"mutation A($s: ID!) { adjustStock(skuId: $s, delta: 100000, reason: "fan-out benchmark") { stock } }"#, json!({ "s": sku })).await?;
+    // members, each with one unpaid order: max(subscribers, events) of them; the first
+    // `subscribers` watch their own order
+    let total = args.rate * args.duration;
+    let members = args.subscribers.max(usize::try_from(total)?);
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let setup: Vec<anyhow::Result<(String, String)>> = futures::stream::iter(0..members)
+        .map(|i| {
+            let (client, url, sku, tag) = (client.clone(), url.clone(), sku.clone(), tag.clone());
+            async move {
+                let login = gql(&client, &url, None, "mutation L($c: String!) { loginWithWeChat(code: $c) { accessToken } }",
+                    json!({ "c": format!("dev:f{}-{i}", &tag[..8]) })).await?;
+                let token = login["loginWithWeChat"]["accessToken"].as_str().unwrap_or_default().to_owned();
+                let address = gql(&client, &url, Some(&token),
+                    r#"mutation { addAddress(input: { recipient: "Bench", phone: "13812345678", province: "上海市", city: "上海市", district: "静安区", detail: "南京西路 1266 号" }) { address { id } } }"#,
+                    json!({})).await?["addAddress"]["address"]["id"].as_str().unwrap_or_default().to_owned();
+                let input = json!({ "i": { "idempotencyKey": uuid::Uuid::new_v4().to_string(), "lines": [{ "skuId": sku, "quantity": 1 }], "addressId": address } });
+                let order = gql(&client, &url, Some(&token), "mutation P($i: PlaceOrderInput!) { placeOrder(input: $i) { order { id } errors { code } } }", input).await?
+                    ["placeOrder"]["order"]["id"].as_str().unwrap_or_default().to_owned();
+                anyhow::ensure!(!order.is_empty(), "order not placed");
+                Ok((token, order))
+            }
+        })
+        .buffered(32)
+        .collect()
+        .await;
+    let setup: Vec<(String, String)> = setup.into_iter().collect::<anyhow::Result<_>>()?;
 
     let rss_before = rss_kib(args.pid);
     let ws_url = format!("{}/graphql/ws", url.replacen("http", "ws", 1));
     let received = Arc::new(AtomicU64::new(0));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let mut sockets = Vec::new();
-    for i in 0..args.subscribers {
+    for (token, order) in setup.iter().take(args.subscribers) {
         let mut request = ws_url.as_str().into_client_request()?;
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
         let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
-        socket.send(Message::Text(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {ops}") } }).to_string().into())).await?;
-        socket.send(Message::Text(json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { orderEvents { type at } }" } }).to_string().into())).await?;
+        socket.send(Message::Text(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }).to_string().into())).await?;
+        socket.send(Message::Text(json!({ "id": "1", "type": "subscribe", "payload": {
+            "query": "subscription W($id: ID!) { orderStatusChanged(orderId: $id) { type at } }", "variables": { "id": order } } }).to_string().into())).await?;
         let (tx, received) = (tx.clone(), received.clone());
         sockets.push(tokio::spawn(async move {
             while let Some(Ok(message)) = socket.next().await {
@@ -125,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
                         continue;
                     };
                     if v["type"] == "next" {
-                        if let Some(at) = v["payload"]["data"]["orderEvents"]["at"].as_str()
+                        if let Some(at) = v["payload"]["data"]["orderStatusChanged"]["at"].as_str()
                             && let Ok(at) = chrono::DateTime::parse_from_rfc3339(at)
                         {
                             let us = (chrono::Utc::now() - at.with_timezone(&chrono::Utc))
@@ -142,7 +154,6 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             }
-            let _ = i;
         }));
     }
     drop(tx);
@@ -150,32 +161,33 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_idle = rss_kib(args.pid);
 
+    // payments at `rate`/s (development payments: the notification path), order k for event k
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
-    let total = args.rate * args.duration;
-    let mut placers = Vec::new();
-    for k in 0..total {
+    let mut payers = Vec::new();
+    for (k, (token, order)) in setup.iter().take(usize::try_from(total)?).enumerate() {
         tokio::time::sleep_until((started + interval * u32::try_from(k)?).into()).await;
-        let (client, url, buyer, address, sku) = (
-            client.clone(),
-            url.clone(),
-            buyer.clone(),
-            address.clone(),
-            sku.clone(),
-        );
-        placers.push(tokio::spawn(async move {
-            let input = json!({ "i": { "idempotencyKey": uuid::Uuid::new_v4().to_string(), "lines": [{ "skuId": sku, "quantity": 1 }], "addressId": address } });
-            gql(&client, &url, Some(&buyer), "mutation P($i: PlaceOrderInput!) { placeOrder(input: $i) { order { id } errors { code } } }", input).await
+        let (client, url, token, order) =
+            (client.clone(), url.clone(), token.clone(), order.clone());
+        payers.push(tokio::spawn(async move {
+            gql(
+                &client,
+                &url,
+                Some(&token),
+                "mutation D($id: ID!) { devConfirmPayment(orderId: $id) { order { status } } }",
+                json!({ "id": order }),
+            )
+            .await
         }));
     }
-    for p in placers {
+    for p in payers {
         let data = p.await??;
         anyhow::ensure!(
-            data["placeOrder"]["order"]["id"].is_string(),
-            "order not placed: {data}"
+            data["devConfirmPayment"]["order"]["status"] == "PAID",
+            "not paid: {data}"
         );
     }
-    let expected = total * args.subscribers as u64;
+    let expected = (args.subscribers as u64).min(total);
     let deadline = Instant::now() + Duration::from_secs(30);
     while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;

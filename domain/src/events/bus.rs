@@ -151,6 +151,9 @@ impl Bus {
                         if from_latest { "latest" } else { "earliest" },
                     )
                     .set("session.timeout.ms", "10000")
+                    // deliver soon after an event arrives, even if the broker does not wake
+                    // long-polling fetches
+                    .set("fetch.wait.max.ms", "20")
                     .set("topic.metadata.refresh.interval.ms", "5000")
                     .create()?;
                 let names: Vec<String> = topics.iter().map(|t| k.topic(t)).collect();

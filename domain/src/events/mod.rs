@@ -50,7 +50,7 @@ impl Default for KafkaSettings {
             partitions: 6,
             replication: 1,
             group_prefix: "ruizhu".to_owned(),
-            relay_interval_ms: 100,
+            relay_interval_ms: 25,
             relay_batch: 500,
             timeout_ms: 5_000,
         }
