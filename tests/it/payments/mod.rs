@@ -156,3 +156,14 @@ pub(super) async fn pay_and_notify(app: &TestApp, fake: &FakeWechatPay, order: &
 pub(super) async fn new_buyer(app: &TestApp, name: &str) -> Buyer {
     buyer(app, name).await
 }
+
+/// The owner cancels the order (it must succeed).
+pub(super) async fn cancel(app: &TestApp, b: &Buyer, order: &Unpaid) {
+    let (_, body) = app
+        .post_as(&b.token, crate::orders::CANCEL, json!({ "id": order.gid }))
+        .await;
+    assert_eq!(
+        body["data"]["cancelOrder"]["order"]["status"], "CANCELLED",
+        "{body}"
+    );
+}
