@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use domain::apq::PersistedQueries;
 use domain::cache::Cache;
 use domain::cart::Carts;
 use domain::catalog::Catalog;
@@ -44,6 +45,8 @@ pub struct App {
     pub carts: Carts,
     /// WeChat Pay prepays, notifications, refunds.
     pub payments: Payments,
+    /// Automatic persisted queries of `/graphql`.
+    pub apq: PersistedQueries,
     /// Events: the transport (Kafka or in-process).
     pub bus: Bus,
     /// The outbox relay.
@@ -66,6 +69,7 @@ impl App {
         let cache = Cache::new(redis.clone(), &settings.cache)?;
         let catalog = Catalog::new(db.clone(), cache.clone());
         let wechat = WechatClient::new(&settings.wechat, redis.clone())?;
+        let apq = PersistedQueries::new(redis.clone(), 10_000);
         let bus = Bus::new(&settings.kafka)?;
         let relay = Relay::new(db.clone(), bus.clone(), settings.kafka.relay_batch);
         let hub = EventHub::default();
@@ -136,6 +140,7 @@ impl App {
             orders,
             carts,
             payments,
+            apq,
             bus,
             relay,
             hub,

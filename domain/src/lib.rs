@@ -2,6 +2,7 @@
 //! infrastructure adapters (database pool, cache) they share. Nothing here knows about GraphQL or
 //! HTTP; the GraphQL layer (`resolvers`), webhooks and workers all call into these functions.
 
+pub mod apq;
 pub mod cache;
 pub mod cart;
 pub mod catalog;

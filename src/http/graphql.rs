@@ -258,6 +258,10 @@ async fn execute(
     headers: &HeaderMap,
     client: ClientInfo,
 ) -> Response {
+    let mut params = params;
+    if let Err(response) = persisted_query(app, media, &mut params).await {
+        return response;
+    }
     let info = OperationInfo::new(is_get);
     let request = match to_request(params, &info) {
         Ok(r) => r,
@@ -324,6 +328,65 @@ async fn execute(
             extensions: &response.extensions,
         },
     )
+}
+
+/// Apollo automatic persisted queries: `extensions.persistedQuery { version: 1, sha256Hash }`.
+/// With the hash alone, the registered text is used, or the answer is `PersistedQueryNotFound`
+/// (`extensions.code` `PERSISTED_QUERY_NOT_FOUND`, HTTP 200, so the client sends the text);
+/// with hash and text, the text is checked against the hash and registered for every replica.
+async fn persisted_query(app: &App, media: MediaType, params: &mut Params) -> Result<(), Response> {
+    let Some(persisted) = params
+        .extensions
+        .as_ref()
+        .and_then(|e| e.get("persistedQuery"))
+        .filter(|p| !p.is_null())
+    else {
+        return Ok(());
+    };
+    let bad = |code: &str, message: &str| {
+        error_response(media.request_error_status(), media, code, message)
+    };
+    if persisted.get("version").and_then(Value::as_i64) != Some(1) {
+        return Err(bad(
+            "PERSISTED_QUERY_NOT_SUPPORTED",
+            "only persistedQuery version 1 is supported",
+        ));
+    }
+    let Some(hash) = persisted
+        .get("sha256Hash")
+        .and_then(Value::as_str)
+        .filter(|h| domain::apq::is_sha256_hex(h))
+    else {
+        return Err(bad(
+            "BAD_REQUEST",
+            "persistedQuery.sha256Hash must be a lowercase hex SHA-256",
+        ));
+    };
+    match &params.query {
+        None | Some(Value::Null) => match app.apq.get(hash).await {
+            Some(text) => {
+                params.query = Some(Value::String(text.to_string()));
+                Ok(())
+            }
+            None => Err(error_response(
+                StatusCode::OK,
+                media,
+                "PERSISTED_QUERY_NOT_FOUND",
+                "PersistedQueryNotFound",
+            )),
+        },
+        Some(Value::String(text)) => {
+            if domain::apq::sha256_hex(text) != hash {
+                return Err(bad(
+                    "PERSISTED_QUERY_HASH_MISMATCH",
+                    "provided sha does not match query",
+                ));
+            }
+            app.apq.put(hash, text).await;
+            Ok(())
+        }
+        Some(_) => Ok(()), // `to_request` reports the malformed query
+    }
 }
 
 fn not_acceptable() -> Response {

@@ -7,6 +7,7 @@ mod fake_wechat;
 mod fake_wechatpay;
 mod harness;
 
+mod apq;
 mod catalog;
 mod events;
 mod http_spec;
