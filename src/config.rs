@@ -67,6 +67,8 @@ pub struct Settings {
     pub crypto: CryptoSettings,
     /// `[orders]`: checkout and the order lifecycle.
     pub orders: OrderSettings,
+    /// `[workers]`: process roles.
+    pub workers: WorkerSettings,
     /// `[seed]`: demo data.
     pub seed: SeedSettings,
     /// `[log]`: logging.
@@ -119,6 +121,26 @@ impl Default for GraphqlSettings {
     fn default() -> Self {
         Self {
             loader_delay_us: 1_000,
+        }
+    }
+}
+
+/// `[workers]` settings: which process runs the background work.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// `serve` also runs the workers (single node; the default). Set to false when
+    /// `ruizhu worker` processes run them.
+    pub in_serve: bool,
+    /// Where `ruizhu worker` serves `/healthz`, `/readyz` and `/metrics`.
+    pub addr: SocketAddr,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            in_serve: true,
+            addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
         }
     }
 }

@@ -25,6 +25,10 @@ enum Command {
     /// Serve HTTP and WebSocket. Outside production it also creates and migrates the database
     /// and loads the demo catalog into an empty one.
     Serve,
+    /// Run the background work only (outbox relay, WeChat message and shipping consumers, order
+    /// sweeper, payments worker) with `/healthz`, `/readyz` and `/metrics` on
+    /// `RUIZHU_WORKERS__ADDR`. Pair with `RUIZHU_WORKERS__IN_SERVE=false` on `serve`.
+    Worker,
     /// Create the database if missing and apply pending migrations.
     Migrate,
     /// Load data.
@@ -104,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init_logging(&settings);
     match cli.command {
         Command::Serve => serve(settings).await,
+        Command::Worker => worker(settings).await,
         Command::Migrate => {
             domain::db::create_database_if_missing(&settings.database.url).await?;
             let applied = domain::db::run_migrations(&settings.database.url).await?;
@@ -156,16 +161,34 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     tracing::info!("listening on http://{addr} (GraphiQL at /graphiql)");
-    // single-node mode: the workers run in this process
-    let sweeper = ruizhu::workers::spawn_order_sweeper(app.clone());
-    let payments = ruizhu::workers::spawn_payments_worker(app.clone());
-    let events = ruizhu::workers::spawn_event_workers(app.clone())?;
+    // this process's sockets and caches always follow the events
+    let mut tasks = app.consumers.spawn_local()?;
+    if app.settings.workers.in_serve {
+        // single-node mode: the workers run in this process too
+        tasks.extend(ruizhu::workers::spawn_background(app.clone())?);
+    }
     http::serve(app, listener, http::shutdown_signal()).await?;
-    sweeper.abort();
-    payments.abort();
-    for task in events {
+    for task in tasks {
         task.abort();
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn worker(settings: Settings) -> anyhow::Result<()> {
+    let addr = settings.workers.addr;
+    tracing::info!(env = ?settings.env, %addr, "starting the worker");
+    let app = App::build(settings)?;
+    let tasks = ruizhu::workers::spawn_background(app.clone())?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    axum::serve(listener, http::ops_router(app))
+        .with_graceful_shutdown(http::shutdown_signal())
+        .await?;
+    for task in tasks {
+        task.abort();
+    }
+    tracing::info!("worker stopped");
     Ok(())
 }

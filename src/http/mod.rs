@@ -69,6 +69,16 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// The worker role's listener: health, readiness and metrics only.
+pub fn ops_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .with_state(app)
+}
+
 async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found").into_response()
 }

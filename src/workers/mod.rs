@@ -95,9 +95,19 @@ pub fn spawn_relay(app: Arc<App>) -> tokio::task::JoinHandle<()> {
 }
 
 /// The relay and every event consumer (fan-out to subscriptions, cache invalidation, WeChat
-/// messages, shipping uploads). What `serve` runs besides HTTP in single-node mode.
+/// messages, shipping uploads).
 pub fn spawn_event_workers(app: Arc<App>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = app.consumers.spawn_all()?;
+    tasks.push(spawn_relay(app));
+    Ok(tasks)
+}
+
+/// The worker role: sweeper, payments worker, outbox relay and the deployment-wide consumers
+/// (`ruizhu worker`, or `serve` in single-node mode).
+pub fn spawn_background(app: Arc<App>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = app.consumers.spawn_shared()?;
+    tasks.push(spawn_order_sweeper(app.clone()));
+    tasks.push(spawn_payments_worker(app.clone()));
     tasks.push(spawn_relay(app));
     Ok(tasks)
 }

@@ -15,6 +15,7 @@ mod identity;
 mod ops;
 mod orders;
 mod payments;
+mod roles;
 mod schema;
 mod websocket;
 

@@ -154,6 +154,14 @@ pub struct Consumers {
 impl Consumers {
     /// Starts every consumer; returns their tasks.
     pub fn spawn_all(&self) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+        let mut tasks = self.spawn_local()?;
+        tasks.extend(self.spawn_shared()?);
+        Ok(tasks)
+    }
+
+    /// The consumers every serving process needs for itself: fan-out to its sockets and
+    /// invalidation of its in-process cache.
+    pub fn spawn_local(&self) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
         let mut tasks = Vec::new();
         let fanout = self.bus.subscribe(
             &format!("fanout-{}", self.instance),
@@ -185,6 +193,13 @@ impl Consumers {
             }
         })));
 
+        Ok(tasks)
+    }
+
+    /// The consumers one group runs for the whole deployment (worker role): WeChat messages
+    /// and shipping uploads.
+    pub fn spawn_shared(&self) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+        let mut tasks = Vec::new();
         let notifications = self
             .bus
             .subscribe("notifications", &[super::ORDER_EVENTS], false)?;
