@@ -465,18 +465,6 @@ impl Orders {
             .values(&ledger)
             .execute(conn)
             .await?;
-        crate::events::record(
-            conn,
-            "order.placed",
-            "order",
-            order_id,
-            serde_json::json!({
-                "order_id": order_id, "order_no": order_no, "member_id": req.member_id,
-                "total_fen": total, "status": OrderStatus::PendingPayment.as_str(),
-                "lines": lines.iter().map(|(sku, q)| serde_json::json!({ "sku_id": sku, "quantity": q })).collect::<Vec<_>>(),
-            }),
-        )
-        .await?;
         let (actor_kind, actor_id) = Actor::Member(req.member_id).parts();
         diesel::insert_into(order_events::table)
             .values((
@@ -525,12 +513,28 @@ impl Orders {
                 return Err(TxError::Refused(CheckoutError::OutOfStock { sku_id: sku }));
             }
         }
-        // after the reservations: a SKU's events follow the order of its row lock
-        let changes: Vec<crate::events::StockChange> = lines
-            .iter()
-            .map(|(sku, q)| (*sku, -*q, "reserve", Some(order_id)))
-            .collect();
-        crate::events::stock_changed(conn, &changes).await?;
+        // after the reservations, so a SKU's events follow the order of its row lock: one
+        // statement (the products are known), to keep a hot SKU's lock short
+        let mut events = vec![(
+            "order.placed".to_owned(),
+            "order".to_owned(),
+            order_id,
+            serde_json::json!({
+                "order_id": order_id, "order_no": order_no, "member_id": req.member_id,
+                "total_fen": total, "status": OrderStatus::PendingPayment.as_str(),
+                "lines": lines.iter().map(|(sku, q)| serde_json::json!({ "sku_id": sku, "quantity": q })).collect::<Vec<_>>(),
+            }),
+        )];
+        for (sku, q) in &lines {
+            events.push((
+                "inventory.stock_changed".to_owned(),
+                "sku".to_owned(),
+                *sku,
+                serde_json::json!({ "sku_id": sku, "product_id": by_id[sku].1, "delta": -*q,
+                                    "reason": "reserve", "order_id": order_id }),
+            ));
+        }
+        crate::events::record_many(conn, &events).await?;
 
         Ok(orders::table
             .find(order_id)
