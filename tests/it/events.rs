@@ -308,6 +308,9 @@ async fn while_the_broker_is_down_orders_succeed_and_nothing_is_lost() {
             "order {id}"
         );
     }
+    // consumers leave their groups while the broker still answers; then the broker goes
+    drop(consumer);
+    drop(app);
     drop(broker);
 }
 

@@ -131,6 +131,24 @@ impl std::io::Write for LogSink {
     }
 }
 
+/// Ends the whole test process when it runs longer than `TEST_TIME_LIMIT_SECS` (default 20
+/// minutes; the suite takes about one): a test stuck on a dependency fails the run with a
+/// message instead of holding CI until its own limit.
+fn watchdog() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let limit = std::env::var("TEST_TIME_LIMIT_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1_200_u64);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(limit));
+            eprintln!("the integration tests ran longer than {limit} s (TEST_TIME_LIMIT_SECS); a test is stuck");
+            std::process::exit(124);
+        });
+    });
+}
+
 /// Installs (once) a subscriber that keeps every log line, at trace level for our crates, in
 /// the JSON format production uses.
 fn capture_logs() {
@@ -202,6 +220,7 @@ impl TestApp {
             settings.graphql.loader_delay_us = delay;
         }
 
+        watchdog();
         capture_logs();
         let app = App::build(settings).expect("app builds");
         app::prepare_database(&app.settings, &app.db)

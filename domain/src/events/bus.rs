@@ -160,7 +160,7 @@ impl Bus {
                 let refs: Vec<&str> = names.iter().map(String::as_str).collect();
                 consumer.subscribe(&refs)?;
                 Ok(Subscription::Kafka {
-                    consumer: Box::new(consumer),
+                    consumer: ClosingConsumer(Some(consumer)),
                     prefix: k.settings.topic_prefix.clone(),
                 })
             }
@@ -237,6 +237,37 @@ pub struct Delivery {
     position: Option<(String, i32, i64)>,
 }
 
+/// A Kafka consumer that is closed off the async runtime when dropped. Closing leaves the group
+/// and commits the stored offsets, and librdkafka waits for the group coordinator to do so: with
+/// the broker down that wait lasts tens of seconds or more, and it must not stall a runtime
+/// thread (or a shutdown). Offsets not committed by then are at most one auto-commit interval
+/// old, and the consumers deduplicate what is delivered again.
+pub struct ClosingConsumer(Option<StreamConsumer>);
+
+impl std::ops::Deref for ClosingConsumer {
+    type Target = StreamConsumer;
+
+    fn deref(&self) -> &StreamConsumer {
+        // `None` only inside `drop`
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("consumer used after drop"))
+    }
+}
+
+impl Drop for ClosingConsumer {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            let spawned = std::thread::Builder::new()
+                .name("kafka-consumer-close".into())
+                .spawn(move || drop(consumer));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "could not close a Kafka consumer in the background");
+            }
+        }
+    }
+}
+
 /// A consumer's stream of events.
 pub enum Subscription {
     /// In-process.
@@ -246,7 +277,7 @@ pub enum Subscription {
     },
     /// Kafka, one consumer group.
     Kafka {
-        consumer: Box<StreamConsumer>,
+        consumer: ClosingConsumer,
         prefix: String,
     },
 }
