@@ -14,6 +14,7 @@ use domain::events::consumers::Consumers;
 use domain::events::hub::EventHub;
 use domain::events::relay::Relay;
 use domain::identity::{Identity, TokenKeys};
+use domain::membership::Membership;
 use domain::order::Orders;
 use domain::payment::{PaymentMode, Payments};
 use domain::redis::Redis;
@@ -43,6 +44,8 @@ pub struct App {
     pub orders: Orders,
     /// Carts.
     pub carts: Carts,
+    /// Tiers, points and coupons.
+    pub membership: Membership,
     /// WeChat Pay prepays, notifications, refunds.
     pub payments: Payments,
     /// Automatic persisted queries of `/graphql`.
@@ -73,6 +76,7 @@ impl App {
         let bus = Bus::new(&settings.kafka)?;
         let relay = Relay::new(db.clone(), bus.clone(), settings.kafka.relay_batch);
         let hub = EventHub::default();
+        let membership = Membership::new(db.clone(), settings.membership.clone());
         let consumers = Consumers {
             bus: bus.clone(),
             db: db.clone(),
@@ -81,6 +85,7 @@ impl App {
             settings: settings.notifications.clone(),
             hub: hub.clone(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            membership: membership.clone(),
         };
         let identity = Identity::new(
             db.clone(),
@@ -92,7 +97,13 @@ impl App {
             settings.auth.clone(),
         );
         let cipher = FieldCipher::new(&settings.crypto)?;
-        let orders = Orders::new(db.clone(), cipher, catalog.clone(), settings.orders.clone());
+        let orders = Orders::new(
+            db.clone(),
+            cipher,
+            catalog.clone(),
+            membership.clone(),
+            settings.orders.clone(),
+        );
         let carts = Carts::new(db.clone());
         let mode = if settings.wechatpay.merchant_configured() {
             PaymentMode::Merchant(WechatPay::new(
@@ -113,6 +124,7 @@ impl App {
             orders.clone(),
             carts.clone(),
             payments.clone(),
+            membership.clone(),
             Duration::from_micros(settings.graphql.loader_delay_us),
         );
         let schema = resolvers::schema_builder()
@@ -121,6 +133,7 @@ impl App {
             .data(orders.clone())
             .data(carts.clone())
             .data(payments.clone())
+            .data(membership.clone())
             .data(hub.clone())
             .data(consumers.clone())
             .data(loaders)
@@ -139,6 +152,7 @@ impl App {
             identity,
             orders,
             carts,
+            membership,
             payments,
             apq,
             bus,

@@ -12,6 +12,7 @@ use domain::db::DbSettings;
 use domain::events::KafkaSettings;
 use domain::events::consumers::NotificationSettings;
 use domain::identity::{AuthSettings, JwtSettings};
+use domain::membership::MembershipSettings;
 use domain::order::OrderSettings;
 use domain::redis::RedisSettings;
 use domain::wechat::WechatSettings;
@@ -67,6 +68,8 @@ pub struct Settings {
     pub crypto: CryptoSettings,
     /// `[orders]`: checkout and the order lifecycle.
     pub orders: OrderSettings,
+    /// `[membership]`: points, shipping fee and tier qualification.
+    pub membership: MembershipSettings,
     /// `[workers]`: process roles.
     pub workers: WorkerSettings,
     /// `[seed]`: demo data.

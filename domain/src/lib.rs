@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod identity;
+pub mod membership;
 pub mod money;
 pub mod order;
 pub mod payment;

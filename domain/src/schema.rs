@@ -28,6 +28,8 @@ diesel::table! {
         price_max_fen -> Bigint,
         created_at -> Datetime,
         updated_at -> Datetime,
+        min_tier_rank -> Nullable<Integer>,
+        tier_gate -> Varchar,
     }
 }
 
@@ -93,6 +95,11 @@ diesel::table! {
         created_at -> Datetime,
         updated_at -> Datetime,
         last_login_at -> Nullable<Datetime>,
+        tier_rank -> Integer,
+        tier_since -> Nullable<Datetime>,
+        tier_review_at -> Nullable<Datetime>,
+        points_balance -> Bigint,
+        birthday -> Nullable<Date>,
     }
 }
 
@@ -325,10 +332,131 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    member_tiers (id) {
+        id -> Unsigned<Bigint>,
+        code -> Varchar,
+        tier_rank -> Integer,
+        name_zh -> Varchar,
+        name_en -> Varchar,
+        min_spend_fen -> Bigint,
+        discount_bp -> Integer,
+        points_per_yuan -> Integer,
+        vip_consultation -> Bool,
+        free_shipping_threshold_fen -> Nullable<Bigint>,
+        birthday_coupon_template_id -> Nullable<Unsigned<Bigint>>,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    points_ledger (id) {
+        id -> Unsigned<Bigint>,
+        member_id -> Unsigned<Bigint>,
+        kind -> Varchar,
+        delta -> Bigint,
+        balance_after -> Bigint,
+        remaining -> Bigint,
+        expires_at -> Nullable<Datetime>,
+        reason -> Varchar,
+        source -> Varchar,
+        order_id -> Nullable<Unsigned<Bigint>>,
+        staff_id -> Nullable<Unsigned<Bigint>>,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    coupon_templates (id) {
+        id -> Unsigned<Bigint>,
+        name -> Varchar,
+        description -> Varchar,
+        kind -> Varchar,
+        amount_fen -> Nullable<Bigint>,
+        percent_off -> Nullable<Integer>,
+        max_discount_fen -> Nullable<Bigint>,
+        min_spend_fen -> Bigint,
+        valid_from -> Datetime,
+        valid_until -> Datetime,
+        valid_days -> Nullable<Integer>,
+        min_tier_rank -> Nullable<Integer>,
+        total_quantity -> Nullable<Integer>,
+        issued_count -> Integer,
+        per_member_limit -> Integer,
+        claimable -> Bool,
+        active -> Bool,
+        created_by -> Nullable<Unsigned<Bigint>>,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    coupon_template_targets (template_id, target_kind, target_id) {
+        template_id -> Unsigned<Bigint>,
+        target_kind -> Varchar,
+        target_id -> Unsigned<Bigint>,
+    }
+}
+
+diesel::table! {
+    coupons (id) {
+        id -> Unsigned<Bigint>,
+        template_id -> Unsigned<Bigint>,
+        member_id -> Unsigned<Bigint>,
+        code -> Varchar,
+        status -> Varchar,
+        order_id -> Nullable<Unsigned<Bigint>>,
+        origin -> Varchar,
+        issue_key -> Nullable<Varchar>,
+        valid_from -> Datetime,
+        valid_until -> Datetime,
+        used_at -> Nullable<Datetime>,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    member_tier_changes (id) {
+        id -> Unsigned<Bigint>,
+        member_id -> Unsigned<Bigint>,
+        from_rank -> Integer,
+        to_rank -> Integer,
+        reason -> Varchar,
+        spend_fen -> Bigint,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    order_pricing (order_id) {
+        order_id -> Unsigned<Bigint>,
+        tier_rank -> Integer,
+        tier_discount_fen -> Bigint,
+        coupon_id -> Nullable<Unsigned<Bigint>>,
+        coupon_discount_fen -> Bigint,
+        points_used -> Bigint,
+        points_discount_fen -> Bigint,
+    }
+}
+
+diesel::table! {
+    sku_member_prices (sku_id, tier_rank) {
+        sku_id -> Unsigned<Bigint>,
+        tier_rank -> Integer,
+        price_fen -> Bigint,
+    }
+}
+
 diesel::joinable!(order_lines -> orders (order_id));
 diesel::joinable!(order_events -> orders (order_id));
 diesel::joinable!(cart_lines -> skus (sku_id));
 diesel::joinable!(payments -> orders (order_id));
+diesel::joinable!(points_ledger -> members (member_id));
+diesel::joinable!(coupons -> coupon_templates (template_id));
+diesel::joinable!(coupon_template_targets -> coupon_templates (template_id));
 diesel::joinable!(refunds -> orders (order_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -354,4 +482,12 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox_events,
     processed_events,
     subscription_quotas,
+    member_tiers,
+    points_ledger,
+    coupon_templates,
+    coupon_template_targets,
+    coupons,
+    member_tier_changes,
+    sku_member_prices,
+    order_pricing,
 );

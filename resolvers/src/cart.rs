@@ -7,7 +7,7 @@ use crate::auth::{MemberGuard, member_id};
 use crate::catalog::SkuNode;
 use crate::error::internal;
 use crate::id;
-use crate::loaders::{CartByMember, Loaders, ProductById, SkuById};
+use crate::loaders::{CartByMember, Loaders, MemberById, ProductById, SkuById};
 use crate::money::Money;
 use crate::payload::{UserError, user_errors};
 
@@ -15,6 +15,18 @@ use crate::payload::{UserError, user_errors};
 pub struct CartNode {
     /// Whose.
     pub member_id: u64,
+    /// The plain quote, computed once however many total fields are selected.
+    preview: tokio::sync::OnceCell<crate::membership::CheckoutQuote>,
+}
+
+impl CartNode {
+    /// The cart of `member_id`.
+    pub fn new(member_id: u64) -> Self {
+        Self {
+            member_id,
+            preview: tokio::sync::OnceCell::new(),
+        }
+    }
 }
 
 /// A line of the cart.
@@ -53,6 +65,12 @@ async fn lines(ctx: &Context<'_>, member: u64) -> async_graphql::Result<Vec<Cart
         .catalog
         .load_many(skus.values().map(|s| ProductById(s.product_id)))
         .await?;
+    // the cart owner's tier decides what they may buy (staff look at a member's cart too)
+    let rank = loaders
+        .identity
+        .load_one(MemberById(member))
+        .await?
+        .map_or(0, |m| m.tier_rank);
     Ok(lines
         .into_iter()
         .map(|line| {
@@ -60,7 +78,7 @@ async fn lines(ctx: &Context<'_>, member: u64) -> async_graphql::Result<Vec<Cart
             let on_sale = sku
                 .as_ref()
                 .and_then(|s| products.get(&ProductById(s.product_id)))
-                .is_some_and(|p| p.is_published());
+                .is_some_and(|p| p.is_published() && !p.locked_for(Some(rank)));
             CartLineNode { line, sku, on_sale }
         })
         .collect())
@@ -74,25 +92,69 @@ impl CartNode {
     async fn lines(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<CartLineNode>> {
         lines(ctx, self.member_id).await
     }
-    /// Sum of the available lines.
+    /// Sum of the available lines (at the member's prices).
     async fn subtotal(&self, ctx: &Context<'_>) -> async_graphql::Result<Money> {
-        let lines = lines(ctx, self.member_id).await?;
-        Ok(Money::cny(
-            lines
-                .iter()
-                .filter(|l| l.can_buy())
-                .map(|l| l.price_fen() * i64::from(l.line.quantity))
-                .sum(),
-        ))
+        Ok(self.preview(ctx).await?.subtotal)
     }
-    /// Discounts that checkout would apply (member tier, coupons and points arrive with
-    /// membership; zero today).
-    async fn discount(&self) -> Money {
-        Money::cny(0)
+    /// The tier discount checkout would apply to the available lines (coupons and points
+    /// come on top: see `quote`).
+    async fn discount(&self, ctx: &Context<'_>) -> async_graphql::Result<Money> {
+        Ok(self.preview(ctx).await?.discount)
     }
-    /// subtotal − discount.
+    /// Shipping for the available lines.
+    async fn shipping(&self, ctx: &Context<'_>) -> async_graphql::Result<Money> {
+        Ok(self.preview(ctx).await?.shipping)
+    }
+    /// subtotal − discount + shipping.
     async fn total(&self, ctx: &Context<'_>) -> async_graphql::Result<Money> {
-        self.subtotal(ctx).await
+        Ok(self.preview(ctx).await?.total)
+    }
+    /// What checking out the available lines would cost with a coupon and points: the same
+    /// computation `placeOrder` makes.
+    async fn quote(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Code of one of the member's coupons.")] coupon_code: Option<String>,
+        #[graphql(desc = "Points to pay with; 0 when omitted.")] points_to_use: Option<i64>,
+    ) -> async_graphql::Result<crate::membership::QuotePayload> {
+        let available = self.available(ctx).await?;
+        crate::membership::quote(
+            ctx,
+            self.member_id,
+            &available,
+            coupon_code.as_deref(),
+            points_to_use.unwrap_or(0),
+        )
+        .await
+    }
+}
+
+impl CartNode {
+    async fn available(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<(u64, i32)>> {
+        Ok(lines(ctx, self.member_id)
+            .await?
+            .iter()
+            .filter(|l| l.can_buy())
+            .map(|l| (l.line.sku_id, l.line.quantity))
+            .collect())
+    }
+
+    /// The plain quote (no coupon, no points) behind subtotal, discount, shipping and total.
+    async fn preview(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<crate::membership::CheckoutQuote> {
+        self.preview
+            .get_or_try_init(|| async {
+                let available = self.available(ctx).await?;
+                let payload =
+                    crate::membership::quote(ctx, self.member_id, &available, None, 0).await?;
+                payload
+                    .quote
+                    .ok_or_else(|| crate::error::broken("a plain cart quote was refused"))
+            })
+            .await
+            .cloned()
     }
 }
 
@@ -136,7 +198,7 @@ fn carts<'a>(ctx: &Context<'a>) -> &'a Carts {
 
 fn payload(member: u64, result: Result<(), Vec<domain::validation::UserError>>) -> CartPayload {
     CartPayload {
-        cart: CartNode { member_id: member },
+        cart: CartNode::new(member),
         errors: result.err().map(user_errors).unwrap_or_default(),
     }
 }

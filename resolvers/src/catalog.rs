@@ -135,6 +135,7 @@ impl ProductFilterInput {
             min_price_fen: self.min_price,
             max_price_fen: self.max_price,
             tags,
+            viewer_rank: crate::membership::viewer_rank(ctx).await?,
         })
     }
 }
@@ -220,7 +221,7 @@ impl CatalogQuery {
     ) -> async_graphql::Result<Option<ProductNode>> {
         let id = id::decode("Product", "id", &id)?;
         let product = loaders(ctx).catalog.load_one(ProductById(id)).await?;
-        Ok(product.filter(|p| p.is_published()).map(ProductNode))
+        visible(ctx, product).await
     }
 
     /// The top-level categories, in display order; walk `children` for the rest of the tree.
@@ -250,6 +251,21 @@ impl CatalogQuery {
 
 /// A product (SPU): what customers browse. Prices and stock live on its SKUs.
 pub struct ProductNode(pub Arc<Product>);
+
+/// The product if the viewer may see it: published, and not hidden from their tier.
+async fn visible(
+    ctx: &Context<'_>,
+    product: Option<Arc<Product>>,
+) -> async_graphql::Result<Option<ProductNode>> {
+    let Some(product) = product.filter(|p| p.is_published()) else {
+        return Ok(None);
+    };
+    if product.min_tier_rank.is_none() {
+        return Ok(Some(ProductNode(product)));
+    }
+    let rank = crate::membership::viewer_rank(ctx).await?;
+    Ok(product.visible_to(rank).then_some(ProductNode(product)))
+}
 
 /// Lowest and highest SKU price of a product.
 #[derive(SimpleObject, Debug, Clone, Copy)]
@@ -299,6 +315,30 @@ impl ProductNode {
             min: Money::cny(self.0.price_min_fen),
             max: Money::cny(self.0.price_max_fen),
         }
+    }
+
+    /// The lowest tier that may buy it; null when every customer may.
+    async fn required_tier(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<crate::membership::TierNode>> {
+        let Some(rank) = self.0.min_tier_rank else {
+            return Ok(None);
+        };
+        let tiers = crate::membership::tiers(ctx).await?;
+        Ok(domain::membership::tier_at(&tiers, rank)
+            .cloned()
+            .map(crate::membership::TierNode))
+    }
+
+    /// True when the viewer's tier is below `requiredTier`: shown, but not for sale to them
+    /// (checkout refuses it with `TIER_REQUIRED`).
+    async fn locked(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        if self.0.min_tier_rank.is_none() {
+            return Ok(false);
+        }
+        let rank = crate::membership::viewer_rank(ctx).await?;
+        Ok(self.0.locked_for(rank))
     }
 
     /// Sellable variants, in display order (inactive SKUs are left out).
@@ -472,13 +512,30 @@ impl SkuNode {
         self.0.purchase_limit
     }
 
-    /// The product this SKU belongs to; null if it is not published.
+    /// The viewer's member price for their tier; null when this SKU has none for them (or
+    /// it would not be lower than `price`). Checkout charges it instead of `price`.
+    async fn member_price(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Money>> {
+        let Some(rank) = crate::membership::viewer_rank(ctx).await? else {
+            return Ok(None);
+        };
+        let prices = loaders(ctx)
+            .membership
+            .load_one(crate::loaders::MemberPricesBySku(self.0.id))
+            .await?;
+        Ok(prices
+            .and_then(|p| p.iter().rev().find(|(r, _)| *r <= rank).map(|(_, f)| *f))
+            .filter(|f| *f < self.0.price_fen)
+            .map(Money::cny))
+    }
+
+    /// The product this SKU belongs to; null if it is not published (or hidden from the
+    /// viewer's tier).
     async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ProductNode>> {
         let product = loaders(ctx)
             .catalog
             .load_one(ProductById(self.0.product_id))
             .await?;
-        Ok(product.filter(|p| p.is_published()).map(ProductNode))
+        visible(ctx, product).await
     }
 }
 

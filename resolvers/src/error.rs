@@ -65,6 +65,12 @@ pub fn internal(err: &DomainError) -> async_graphql::Error {
     }
 }
 
+/// An invariant the service relies on does not hold (a bug or bad data): logged, `INTERNAL`.
+pub fn broken(what: &str) -> async_graphql::Error {
+    tracing::error!(what, "broken invariant");
+    ErrorCode::Internal.error("internal error")
+}
+
 impl From<ErrorCode> for async_graphql::Error {
     fn from(code: ErrorCode) -> Self {
         code.error(code.as_str().to_lowercase().replace('_', " "))

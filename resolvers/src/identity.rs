@@ -75,10 +75,10 @@ impl AuthPayload {
     }
 }
 
-/// A member (customer) as they see themselves.
+/// A member (customer), as they see themselves (and as operations see them).
 pub struct MemberNode(pub Member);
 
-/// A member (customer) as they see themselves.
+/// A member (customer), as they see themselves (and as operations see them).
 #[Object(name = "Member")]
 impl MemberNode {
     /// Opaque id.
@@ -108,9 +108,46 @@ impl MemberNode {
 
     /// The cart, priced at today's prices.
     async fn cart(&self) -> crate::cart::CartNode {
-        crate::cart::CartNode {
-            member_id: self.0.id,
-        }
+        crate::cart::CartNode::new(self.0.id)
+    }
+
+    /// Birthday (set once, in `updateProfile`); null until given. Brings a yearly birthday
+    /// coupon in tiers that have one.
+    async fn birthday(&self) -> Option<chrono::NaiveDate> {
+        self.0.birthday
+    }
+
+    /// Tier, qualifying spend and progress to the next tier.
+    async fn tier(&self, ctx: &Context<'_>) -> async_graphql::Result<crate::membership::MemberTierNode> {
+        crate::membership::standing(ctx, self.0.id).await
+    }
+
+    /// Points balance.
+    async fn points(&self) -> i64 {
+        self.0.points_balance
+    }
+
+    /// The points ledger, newest first.
+    async fn points_history(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 0–50; 20 when omitted.")] first: Option<i32>,
+        #[graphql(desc = "Continue after this cursor.")] after: Option<String>,
+    ) -> async_graphql::Result<crate::membership::PointsEntryConnection> {
+        crate::membership::points_history(ctx, self.0.id, first, after).await
+    }
+
+    /// Coupons held, newest first (`totalCount` counts this page only).
+    async fn coupons(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only coupons in this state; all when omitted.")] status: Option<
+            crate::membership::CouponStatus,
+        >,
+        #[graphql(desc = "Page size, 0–50; 20 when omitted.")] first: Option<i32>,
+        #[graphql(desc = "Continue after this cursor.")] after: Option<String>,
+    ) -> async_graphql::Result<crate::membership::CouponConnection> {
+        crate::membership::member_coupons(ctx, self.0.id, status, first, after).await
     }
 
     /// The member's orders, newest first.
@@ -217,6 +254,8 @@ pub struct UpdateProfileInput {
     pub nickname: Option<String>,
     /// An https URL of at most 512 characters.
     pub avatar_url: Option<String>,
+    /// Birthday, between 1900 and today; can be set once (customer service corrects it).
+    pub birthday: Option<chrono::NaiveDate>,
 }
 
 /// An address as typed by the member.
@@ -420,7 +459,12 @@ impl IdentityMutation {
     ) -> async_graphql::Result<ProfilePayload> {
         let id = member_id(ctx)?;
         let result = identity(ctx)
-            .update_profile(id, input.nickname.as_deref(), input.avatar_url.as_deref())
+            .update_profile(
+                id,
+                input.nickname.as_deref(),
+                input.avatar_url.as_deref(),
+                input.birthday,
+            )
             .await
             .map_err(|e| internal(&e))?;
         Ok(match result {

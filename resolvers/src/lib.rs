@@ -10,6 +10,7 @@ pub mod id;
 pub mod identity;
 pub mod live;
 pub mod loaders;
+pub mod membership;
 pub mod money;
 pub mod observe;
 pub mod order;
@@ -31,6 +32,7 @@ pub struct Query(
     catalog::CatalogQuery,
     identity::IdentityQuery,
     order::OrderQuery,
+    membership::MembershipQuery,
 );
 
 /// Every mutation root field, merged from the contexts.
@@ -42,6 +44,7 @@ pub struct Mutation(
     payment::PaymentMutation,
     catalog::CatalogMutation,
     live::LiveMutation,
+    membership::MembershipMutation,
 );
 
 /// Every subscription root field, merged from the contexts.

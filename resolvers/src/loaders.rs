@@ -16,6 +16,7 @@ use domain::identity::Identity;
 use domain::identity::addresses::Address;
 use domain::identity::members::Member;
 use domain::identity::staff::StaffAccount;
+use domain::membership::{CouponRow, CouponTemplateRow, Membership, OrderPricing, Tier};
 use domain::order::{OrderEventRow, OrderLineRow, OrderRow, Orders};
 use domain::payment::{PaymentRow, Payments, RefundRow};
 
@@ -307,6 +308,89 @@ impl Loader<RefundsByOrder> for PaymentLoader {
     }
 }
 
+/// Every membership tier (one key: the whole table, lowest rank first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AllTiers;
+/// A coupon template by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CouponTemplateById(pub u64);
+/// A coupon by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CouponById(pub u64);
+/// How an order's discount was made up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PricingByOrder(pub u64);
+/// The member prices of a SKU: (tier rank, price), lowest rank first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MemberPricesBySku(pub u64);
+
+/// Batch functions of the membership context.
+pub struct MembershipLoader(pub Membership);
+
+impl Loader<AllTiers> for MembershipLoader {
+    type Value = Arc<Vec<Tier>>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, _: &[AllTiers]) -> Batch<AllTiers, Self::Value> {
+        let tiers = self.0.tiers().await.map_err(|e| internal(&e))?;
+        Ok(HashMap::from([(AllTiers, Arc::new(tiers))]))
+    }
+}
+
+impl Loader<CouponTemplateById> for MembershipLoader {
+    type Value = Arc<CouponTemplateRow>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[CouponTemplateById]) -> Batch<CouponTemplateById, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        let found = self.0.coupon_templates(&ids).await.map_err(|e| internal(&e))?;
+        Ok(found
+            .into_iter()
+            .map(|(id, t)| (CouponTemplateById(id), Arc::new(t)))
+            .collect())
+    }
+}
+
+impl Loader<CouponById> for MembershipLoader {
+    type Value = CouponRow;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[CouponById]) -> Batch<CouponById, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        Ok(rekey(
+            self.0.coupons_by_id(&ids).await.map_err(|e| internal(&e))?,
+            CouponById,
+        ))
+    }
+}
+
+impl Loader<PricingByOrder> for MembershipLoader {
+    type Value = OrderPricing;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[PricingByOrder]) -> Batch<PricingByOrder, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        Ok(rekey(
+            self.0.order_pricing(&ids).await.map_err(|e| internal(&e))?,
+            PricingByOrder,
+        ))
+    }
+}
+
+impl Loader<MemberPricesBySku> for MembershipLoader {
+    type Value = Arc<Vec<(i32, i64)>>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[MemberPricesBySku]) -> Batch<MemberPricesBySku, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        let found = self.0.sku_member_prices(&ids).await.map_err(|e| internal(&e))?;
+        Ok(found
+            .into_iter()
+            .map(|(id, v)| (MemberPricesBySku(id), Arc::new(v)))
+            .collect())
+    }
+}
+
 /// Every DataLoader of the API; added to the schema as data.
 pub struct Loaders {
     /// Catalog reads.
@@ -317,6 +401,8 @@ pub struct Loaders {
     pub order: DataLoader<OrderLoader>,
     /// Payment and refund reads.
     pub payment: DataLoader<PaymentLoader>,
+    /// Tiers, coupons and order pricing.
+    pub membership: DataLoader<MembershipLoader>,
 }
 
 impl Loaders {
@@ -327,9 +413,13 @@ impl Loaders {
         orders: Orders,
         carts: Carts,
         payments: Payments,
+        membership: Membership,
         delay: Duration,
     ) -> Self {
         Self {
+            membership: DataLoader::new(MembershipLoader(membership), tokio::spawn)
+                .delay(delay)
+                .max_batch_size(1_000),
             payment: DataLoader::new(PaymentLoader(payments), tokio::spawn)
                 .delay(delay)
                 .max_batch_size(1_000),

@@ -14,7 +14,9 @@ use crate::auth::{MemberGuard, StaffGuard, Viewer, member_id, staff, viewer};
 use crate::catalog::SkuNode;
 use crate::error::internal;
 use crate::id;
-use crate::loaders::{Loaders, OrderById, OrderEventsByOrder, OrderLinesByOrder, SkuById};
+use crate::loaders::{
+    CouponById, Loaders, OrderById, OrderEventsByOrder, OrderLinesByOrder, PricingByOrder, SkuById,
+};
 use crate::money::Money;
 use crate::pagination::{decode_cursor, encode_cursor, page_size};
 use crate::payload::{UserError, UserErrorCode};
@@ -105,6 +107,36 @@ fn utc(t: chrono::NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
     t.and_utc()
 }
 
+impl OrderNode {
+    async fn pricing(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<domain::membership::OrderPricing> {
+        Ok(ctx
+            .data_unchecked::<Loaders>()
+            .membership
+            .load_one(PricingByOrder(self.0.id))
+            .await?
+            .unwrap_or(domain::membership::OrderPricing {
+                order_id: self.0.id,
+                ..Default::default()
+            }))
+    }
+}
+
+/// An order by id, without access checks (for fields reachable only by its owner or staff).
+pub(crate) async fn order_by_id(
+    ctx: &Context<'_>,
+    id: u64,
+) -> async_graphql::Result<Option<OrderNode>> {
+    Ok(ctx
+        .data_unchecked::<Loaders>()
+        .order
+        .load_one(OrderById(id))
+        .await?
+        .map(OrderNode))
+}
+
 /// An order: what was bought at which price, where it goes, and its timeline.
 #[Object(name = "Order")]
 impl OrderNode {
@@ -163,6 +195,37 @@ impl OrderNode {
     /// Discounts applied (member tier, coupon, points).
     async fn discount(&self) -> Money {
         Money::cny(self.0.discount_fen)
+    }
+    /// The member tier's part of the discount.
+    async fn tier_discount(&self, ctx: &Context<'_>) -> async_graphql::Result<Money> {
+        Ok(Money::cny(self.pricing(ctx).await?.tier_discount_fen))
+    }
+    /// The coupon's part of the discount.
+    async fn coupon_discount(&self, ctx: &Context<'_>) -> async_graphql::Result<Money> {
+        Ok(Money::cny(self.pricing(ctx).await?.coupon_discount_fen))
+    }
+    /// The points' part of the discount.
+    async fn points_discount(&self, ctx: &Context<'_>) -> async_graphql::Result<Money> {
+        Ok(Money::cny(self.pricing(ctx).await?.points_discount_fen))
+    }
+    /// Points the order used (given back if it is cancelled or refunded).
+    async fn points_used(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
+        Ok(self.pricing(ctx).await?.points_used)
+    }
+    /// The coupon applied; null when none.
+    async fn coupon(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<crate::membership::CouponNode>> {
+        let Some(id) = self.pricing(ctx).await?.coupon_id else {
+            return Ok(None);
+        };
+        Ok(ctx
+            .data_unchecked::<Loaders>()
+            .membership
+            .load_one(CouponById(id))
+            .await?
+            .map(crate::membership::CouponNode))
     }
     /// Shipping charged.
     async fn shipping(&self) -> Money {
@@ -340,8 +403,11 @@ pub struct PlaceOrderInput {
     pub cart_line_ids: Option<Vec<ID>>,
     /// Delivery address from the member's address book.
     pub address_id: ID,
-    /// Coupon code.
+    /// Code of one of the member's coupons (`me.coupons`); one coupon per order.
     pub coupon_code: Option<String>,
+    /// Points to pay with (100 points = ¥1 by default, at most half of the amount after the
+    /// tier discount and coupon; only the points the discount needs are taken). 0 when omitted.
+    pub points_to_use: Option<i64>,
     /// Note for the boutique (at most 200 characters).
     pub note: Option<String>,
 }
@@ -438,11 +504,11 @@ fn checkout_error(e: CheckoutError) -> UserError {
             sku_id,
             &format!("at most {limit} per customer"),
         ),
-        CheckoutError::CouponNotApplicable => UserError::new(
-            UserErrorCode::CouponNotApplicable,
-            Some("input.couponCode"),
-            "this coupon cannot be used",
+        CheckoutError::TierRequired { sku_id, rank } => crate::membership::refusal_error(
+            domain::membership::quote::PriceRefusal::TierRequired { sku_id, rank },
         ),
+        CheckoutError::Coupon(e) => crate::membership::coupon_error(e, "input.couponCode"),
+        CheckoutError::Points(e) => crate::membership::points_error(e, "input.pointsToUse"),
         CheckoutError::NoteTooLong => UserError::new(
             UserErrorCode::InvalidInput,
             Some("input.note"),
@@ -600,6 +666,7 @@ impl OrderMutation {
             cart_line_ids,
             address_id: id::decode("Address", "input.addressId", &input.address_id)?,
             coupon_code: input.coupon_code,
+            points: input.points_to_use.unwrap_or(0),
             note: input.note,
         };
         let placed = orders(ctx)

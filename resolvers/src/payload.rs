@@ -25,8 +25,26 @@ pub enum UserErrorCode {
     AddressNotFound,
     /// The idempotency key was used before with different input.
     IdempotencyKeyReused,
-    /// The coupon cannot be used for this order.
+    /// The coupon does not apply to any item of this order.
     CouponNotApplicable,
+    /// The member holds no coupon with this code.
+    CouponNotFound,
+    /// The coupon is past its validity.
+    CouponExpired,
+    /// The coupon is not valid yet.
+    CouponNotYetValid,
+    /// The coupon was already used (or is held by another order).
+    CouponUsed,
+    /// The items the coupon applies to do not reach its minimum spend.
+    CouponMinSpend,
+    /// Every coupon of this kind has been given out.
+    CouponSoldOut,
+    /// The coupon cannot be claimed (switched off, or not open to claims).
+    CouponUnavailable,
+    /// The member's tier is too low (for the item in `skuId`, or for the coupon).
+    TierRequired,
+    /// The member has fewer points than asked for.
+    PointsInsufficient,
     /// The order's status does not allow this (e.g. shipping an unpaid order).
     InvalidOrderTransition,
     /// The order's payment deadline has passed; it will be cancelled.

@@ -58,6 +58,43 @@ pub fn spawn_payments_worker(app: Arc<App>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Membership upkeep, forever: expires points past their expiry, runs the yearly tier
+/// reviews that are due, and gives birthday coupons (China dates). Each step is safe on every
+/// replica at once (row locks, conditional updates and per-year issue keys).
+pub fn spawn_membership_worker(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_millis(app.membership.settings().worker_interval_ms.max(100));
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let china = chrono::FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| unreachable!());
+        let mut birthdays_done: Option<chrono::NaiveDate> = None;
+        loop {
+            ticker.tick().await;
+            loop {
+                match app.membership.expire_due(200).await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "points expiry failed; retrying next tick");
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = app.membership.review_due(200).await {
+                tracing::warn!(error = %e, "tier review failed; retrying next tick");
+            }
+            // once a day per process (a whole-table pass); the per-year keys make repeats harmless
+            let today = chrono::Utc::now().with_timezone(&china).date_naive();
+            if birthdays_done != Some(today) {
+                match app.membership.issue_birthday_coupons(today).await {
+                    Ok(_) => birthdays_done = Some(today),
+                    Err(e) => tracing::warn!(error = %e, "birthday coupons failed; retrying next tick"),
+                }
+            }
+        }
+    })
+}
+
 /// The outbox relay, forever: publishes unpublished events batch by batch (one relay at a time
 /// per database, by a MySQL lock), and purges old published rows. In Kafka mode it first makes
 /// sure the topics exist, retrying while the broker is unreachable; meanwhile the outbox keeps
@@ -108,6 +145,7 @@ pub fn spawn_background(app: Arc<App>) -> anyhow::Result<Vec<tokio::task::JoinHa
     let mut tasks = app.consumers.spawn_shared()?;
     tasks.push(spawn_order_sweeper(app.clone()));
     tasks.push(spawn_payments_worker(app.clone()));
+    tasks.push(spawn_membership_worker(app.clone()));
     tasks.push(spawn_relay(app));
     Ok(tasks)
 }

@@ -9,7 +9,10 @@ pub mod seed;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use model::{Category, CategoryTree, Product, ProductImage, SKU_ACTIVE, STATUS_PUBLISHED, Sku};
+pub use model::{
+    Category, CategoryTree, GATE_HIDE, GATE_LOCK, Product, ProductImage, SKU_ACTIVE,
+    STATUS_PUBLISHED, Sku,
+};
 pub use query::{ProductFilter, ProductKey, ProductSort};
 
 use crate::DomainResult;
@@ -18,7 +21,7 @@ use crate::db::Db;
 
 /// Cache namespaces of the catalog (also the `cache` label of the cache metrics).
 mod ns {
-    pub const PRODUCT: &str = "catalog:product:v1";
+    pub const PRODUCT: &str = "catalog:product:v2";
     pub const SKUS: &str = "catalog:skus:v2";
     pub const IMAGES: &str = "catalog:images:v1";
     pub const CATEGORIES_OF: &str = "catalog:product-categories:v1";

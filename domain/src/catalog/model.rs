@@ -9,6 +9,10 @@ use crate::schema::{categories, product_images, products, skus};
 pub const STATUS_PUBLISHED: &str = "PUBLISHED";
 /// SKU that can be sold.
 pub const SKU_ACTIVE: &str = "ACTIVE";
+/// A tier-gated product lower tiers do not see.
+pub const GATE_HIDE: &str = "HIDE";
+/// A tier-gated product lower tiers see, locked (they cannot buy it).
+pub const GATE_LOCK: &str = "LOCK";
 
 /// A node of the category tree.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Serialize, Deserialize)]
@@ -37,12 +41,27 @@ pub struct Product {
     pub price_min_fen: i64,
     pub price_max_fen: i64,
     pub created_at: chrono::NaiveDateTime,
+    pub min_tier_rank: Option<i32>,
+    pub tier_gate: String,
 }
 
 impl Product {
     /// Whether customers may see this product.
     pub fn is_published(&self) -> bool {
         self.status == STATUS_PUBLISHED
+    }
+
+    /// Whether a viewer of tier `rank` (`None` = staff) may see it at all.
+    pub fn visible_to(&self, rank: Option<i32>) -> bool {
+        match (rank, self.min_tier_rank) {
+            (None, _) | (_, None) => true,
+            (Some(rank), Some(min)) => rank >= min || self.tier_gate == GATE_LOCK,
+        }
+    }
+
+    /// Whether a viewer of tier `rank` sees it locked (shown, not for sale to them).
+    pub fn locked_for(&self, rank: Option<i32>) -> bool {
+        matches!((rank, self.min_tier_rank), (Some(rank), Some(min)) if rank < min)
     }
 }
 

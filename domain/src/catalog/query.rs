@@ -36,6 +36,9 @@ pub struct ProductFilter {
     pub max_price_fen: Option<i64>,
     /// Products carrying every one of these tags.
     pub tags: Vec<String>,
+    /// The viewer's tier rank: products gated above it with `HIDE` are left out. `None` shows
+    /// everything (staff).
+    pub viewer_rank: Option<i32>,
 }
 
 /// Position in a product list: the sort key and id of the last product seen.
@@ -105,6 +108,14 @@ fn filtered(filter: &ProductFilter) -> products::BoxedQuery<'static, Mysql> {
             .filter(skus::price_fen.ge(filter.min_price_fen.unwrap_or(i64::MIN)))
             .filter(skus::price_fen.le(filter.max_price_fen.unwrap_or(i64::MAX)));
         q = q.filter(diesel::dsl::exists(priced));
+    }
+    if let Some(rank) = filter.viewer_rank {
+        q = q.filter(
+            products::min_tier_rank
+                .is_null()
+                .or(products::min_tier_rank.le(rank))
+                .or(products::tier_gate.eq(super::model::GATE_LOCK)),
+        );
     }
     for tag in &filter.tags {
         q = q.filter(

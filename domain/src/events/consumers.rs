@@ -9,7 +9,9 @@
 //! - **notifications**: WeChat subscription messages for paid and shipped orders, within the
 //!   member's one-time consents (`subscription_quotas`; none left = skipped, not an error);
 //! - **shipping**: `upload_shipping_info` when an order ships (WeChat keeps the funds frozen
-//!   until it has it).
+//!   until it has it);
+//! - **points**: members earn points when an order completes (once per order: the event id
+//!   and the ledger's per-order source key both deduplicate).
 //!
 //! External calls cannot share a transaction with the dedup row. Messages claim it (with the
 //! consent) first, so a crash between claim and call loses that one message rather than sending
@@ -149,6 +151,8 @@ pub struct Consumers {
     pub hub: EventHub,
     /// This process's id (per-process consumer groups).
     pub instance: String,
+    /// Points (earned on completed orders).
+    pub membership: crate::membership::Membership,
 }
 
 impl Consumers {
@@ -220,6 +224,24 @@ impl Consumers {
         tasks.push(tokio::spawn(drive("shipping", shipping, move |event| {
             let this = this.clone();
             async move { this.upload_shipping(&event).await }
+        })));
+
+        let points = self
+            .bus
+            .subscribe("points", &[super::ORDER_EVENTS], false)?;
+        let membership = self.membership.clone();
+        tasks.push(tokio::spawn(drive("points", points, move |event| {
+            let membership = membership.clone();
+            async move {
+                if event.event_type == "order.completed"
+                    && let Some(order_id) = event.order_id()
+                {
+                    membership
+                        .earn_for_completed_order(&event.event_id, order_id)
+                        .await?;
+                }
+                Ok(())
+            }
         })));
         Ok(tasks)
     }

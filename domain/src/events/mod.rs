@@ -63,8 +63,10 @@ pub const ORDER_EVENTS: &str = "order-events";
 pub const PAYMENT_EVENTS: &str = "payment-events";
 /// Topic of stock changes.
 pub const INVENTORY_EVENTS: &str = "inventory-events";
+/// Topic of member events (tier changes).
+pub const MEMBER_EVENTS: &str = "member-events";
 /// Every topic the service uses.
-pub const TOPICS: [&str; 3] = [ORDER_EVENTS, PAYMENT_EVENTS, INVENTORY_EVENTS];
+pub const TOPICS: [&str; 4] = [ORDER_EVENTS, PAYMENT_EVENTS, INVENTORY_EVENTS, MEMBER_EVENTS];
 
 /// The envelope every event travels in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +106,7 @@ fn topic_of(aggregate_type: &str) -> &'static str {
     match aggregate_type {
         "order" => ORDER_EVENTS,
         "payment" | "refund" => PAYMENT_EVENTS,
+        "member" => MEMBER_EVENTS,
         _ => INVENTORY_EVENTS,
     }
 }

@@ -24,6 +24,9 @@ pub struct Member {
     pub unionid: Option<String>,
     pub phone_enc: Option<String>,
     pub created_at: chrono::NaiveDateTime,
+    pub tier_rank: i32,
+    pub points_balance: i64,
+    pub birthday: Option<chrono::NaiveDate>,
 }
 
 fn phone_aad(member_id: u64) -> String {
@@ -110,12 +113,14 @@ impl Identity {
         Ok(rows.into_iter().map(|m| (m.id, m)).collect())
     }
 
-    /// Changes nickname and/or avatar.
+    /// Changes nickname and/or avatar, and sets the birthday (once: it brings a yearly
+    /// birthday coupon, so changing it afterwards goes through customer service).
     pub async fn update_profile(
         &self,
         member_id: u64,
         nickname: Option<&str>,
         avatar_url: Option<&str>,
+        birthday: Option<chrono::NaiveDate>,
     ) -> DomainResult<Result<Member, Vec<UserError>>> {
         let mut errors = Vec::new();
         let nickname = nickname.map(|n| text("input.nickname", n, 1, 32, &mut errors));
@@ -129,10 +134,36 @@ impl Identity {
                 "must be an https URL of at most 512 characters",
             ));
         }
+        if let Some(day) = birthday {
+            use chrono::Datelike as _;
+            let today = chrono::Utc::now().date_naive();
+            if day > today || day.year() < 1900 {
+                errors.push(UserError::invalid(
+                    "input.birthday",
+                    "a date between 1900 and today",
+                ));
+            }
+        }
         if !errors.is_empty() {
             return Ok(Err(errors));
         }
         let mut conn = self.db.conn().await?;
+        if let Some(day) = birthday {
+            let set = diesel::update(
+                members::table
+                    .filter(members::id.eq(member_id))
+                    .filter(members::birthday.is_null().or(members::birthday.eq(day))),
+            )
+            .set(members::birthday.eq(Some(day)))
+            .execute(&mut conn)
+            .await?;
+            if set == 0 {
+                return Ok(Err(vec![UserError::invalid(
+                    "input.birthday",
+                    "the birthday is already set; customer service can correct it",
+                )]));
+            }
+        }
         if let Some(nickname) = nickname {
             diesel::update(members::table.find(member_id))
                 .set(members::nickname.eq(nickname))

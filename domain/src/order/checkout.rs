@@ -21,9 +21,11 @@ use super::{
 };
 use crate::DomainResult;
 use crate::catalog::{SKU_ACTIVE, STATUS_PUBLISHED};
+use crate::membership::quote::{PriceRefusal, Wanted};
+use crate::membership::{CouponError, PointsError};
 use crate::schema::{
     cart_lines, idempotency_keys, inventory_ledger, member_addresses, order_events, order_lines,
-    orders, products, skus,
+    order_pricing, orders, products, skus,
 };
 
 /// What the member asks for.
@@ -39,8 +41,10 @@ pub struct CheckoutRequest {
     pub cart_line_ids: Vec<u64>,
     /// Delivery address from the member's address book.
     pub address_id: u64,
-    /// Coupon code (coupons arrive with membership; any code is refused for now).
+    /// Code of one of the member's coupons.
     pub coupon_code: Option<String>,
+    /// Points to pay with (only what the discount needs is taken; see `membership::pricing`).
+    pub points: i64,
     /// Note for the boutique (at most 200 characters).
     pub note: Option<String>,
 }
@@ -66,8 +70,12 @@ pub enum CheckoutError {
     OutOfStock { sku_id: u64 },
     /// The member would exceed the SKU's purchase limit.
     PurchaseLimitExceeded { sku_id: u64, limit: i32 },
+    /// The SKU's product is for members of a higher tier.
+    TierRequired { sku_id: u64, rank: i32 },
     /// The coupon cannot be used.
-    CouponNotApplicable,
+    Coupon(CouponError),
+    /// The points cannot be used.
+    Points(PointsError),
     /// The note is too long.
     NoteTooLong,
 }
@@ -126,6 +134,7 @@ fn request_hash(req: &CheckoutRequest) -> Vec<u8> {
         "cart": cart,
         "address": req.address_id,
         "coupon": req.coupon_code,
+        "points": req.points,
         "note": req.note,
     });
     Sha256::digest(canonical.to_string().as_bytes()).to_vec()
@@ -144,12 +153,8 @@ impl Orders {
         if req.note.as_ref().is_some_and(|n| n.chars().count() > 200) {
             return Ok(Err(CheckoutError::NoteTooLong));
         }
-        if req
-            .coupon_code
-            .as_deref()
-            .is_some_and(|c| !c.trim().is_empty())
-        {
-            return Ok(Err(CheckoutError::CouponNotApplicable));
+        if !(0..=crate::membership::points::MAX_CHANGE).contains(&req.points) {
+            return Ok(Err(CheckoutError::Points(PointsError::InvalidAmount)));
         }
         if req.lines.len() + req.cart_line_ids.len() > MAX_ORDER_LINES {
             return Ok(Err(CheckoutError::InvalidQuantity { sku_id: None }));
@@ -329,6 +334,7 @@ impl Orders {
             String,
             String,
             String,
+            Option<i32>,
         );
         let rows: Vec<SkuSnapshot> = skus::table
             .inner_join(products::table)
@@ -346,6 +352,7 @@ impl Orders {
                 products::status,
                 products::name_zh,
                 products::name_en,
+                products::min_tier_rank,
             ))
             .load(conn)
             .await?;
@@ -386,10 +393,44 @@ impl Orders {
             }
         }
 
-        // 5. the order and its snapshot
-        let subtotal: i64 = lines.iter().map(|(s, q)| by_id[s].6 * i64::from(*q)).sum();
-        let discount = 0_i64;
-        let total = subtotal - discount;
+        // 5. the price: tier, member prices, coupon (its row locked) and points, by the one
+        //    pricing function the cart preview uses too
+        let wanted: Vec<Wanted> = lines
+            .iter()
+            .map(|(sku, q)| {
+                let r = by_id[sku];
+                Wanted {
+                    sku_id: *sku,
+                    product_id: r.1,
+                    list_price_fen: r.6,
+                    quantity: *q,
+                    min_tier_rank: r.12,
+                }
+            })
+            .collect();
+        let priced = crate::membership::quote::price(
+            &self.membership,
+            conn,
+            req.member_id,
+            &wanted,
+            req.coupon_code.as_deref(),
+            req.points,
+            true,
+        )
+        .await?
+        .map_err(|refusal| {
+            TxError::Refused(match refusal {
+                PriceRefusal::TierRequired { sku_id, rank } => {
+                    CheckoutError::TierRequired { sku_id, rank }
+                }
+                PriceRefusal::Coupon(e) => CheckoutError::Coupon(e),
+                PriceRefusal::Points(e) => CheckoutError::Points(e),
+            })
+        })?;
+        let quote = priced.quote;
+        let unit_price = |sku: &u64| priced.unit_prices.get(sku).copied().unwrap_or(by_id[sku].6);
+
+        // 6. the order and its snapshot
         let deadline = chrono::Utc::now().naive_utc()
             + chrono::Duration::seconds(
                 i64::try_from(self.settings.payment_window_secs).unwrap_or(1800),
@@ -398,9 +439,10 @@ impl Orders {
             .values((
                 orders::member_id.eq(req.member_id),
                 orders::status.eq(OrderStatus::PendingPayment.as_str()),
-                orders::subtotal_fen.eq(subtotal),
-                orders::discount_fen.eq(discount),
-                orders::total_fen.eq(total),
+                orders::subtotal_fen.eq(quote.subtotal_fen),
+                orders::discount_fen.eq(quote.discount_fen()),
+                orders::shipping_fen.eq(quote.shipping_fen),
+                orders::total_fen.eq(quote.total_fen),
                 orders::ship_recipient.eq(&recipient),
                 orders::ship_phone_enc.eq(""),
                 orders::ship_province.eq(&province),
@@ -440,9 +482,9 @@ impl Orders {
                     order_lines::color.eq(r.3.clone()),
                     order_lines::size.eq(r.4.clone()),
                     order_lines::material.eq(r.5.clone()),
-                    order_lines::unit_price_fen.eq(r.6),
+                    order_lines::unit_price_fen.eq(unit_price(sku)),
                     order_lines::quantity.eq(*q),
-                    order_lines::line_total_fen.eq(r.6 * i64::from(*q)),
+                    order_lines::line_total_fen.eq(unit_price(sku) * i64::from(*q)),
                 )
             })
             .collect();
@@ -475,6 +517,28 @@ impl Orders {
             ))
             .execute(conn)
             .await?;
+        diesel::insert_into(order_pricing::table)
+            .values((
+                order_pricing::order_id.eq(order_id),
+                order_pricing::tier_rank.eq(priced.tier_rank),
+                order_pricing::tier_discount_fen.eq(quote.tier_discount_fen),
+                order_pricing::coupon_id.eq(priced.coupon_id),
+                order_pricing::coupon_discount_fen.eq(quote.coupon_discount_fen),
+                order_pricing::points_used.eq(quote.points_used),
+                order_pricing::points_discount_fen.eq(quote.points_discount_fen),
+            ))
+            .execute(conn)
+            .await?;
+        // the coupon and points the price was made with (both rows are locked already)
+        if let Some(coupon_id) = priced.coupon_id
+            && !crate::membership::coupons::reserve(conn, coupon_id, order_id).await?
+        {
+            return Err(TxError::Refused(CheckoutError::Coupon(CouponError::Used)));
+        }
+        self.membership
+            .spend_for_order(conn, req.member_id, order_id, &order_no, quote.points_used)
+            .await?
+            .map_err(|e| TxError::Refused(CheckoutError::Points(e)))?;
         diesel::update(idempotency_keys::table.find((req.member_id, &req.idempotency_key)))
             .set(idempotency_keys::order_id.eq(order_id))
             .execute(conn)
@@ -496,7 +560,7 @@ impl Orders {
                 }));
             }
         }
-        // 6. reserve stock, ascending SKU id (BTreeMap order) = one lock order for everyone.
+        // 7. reserve stock, ascending SKU id (BTreeMap order) = one lock order for everyone.
         //    Last on purpose: a SKU row stays locked from here to COMMIT, so everything else
         //    is written first and a hot SKU is held for as short a time as possible.
         for (&sku, &quantity) in &lines {
@@ -521,7 +585,9 @@ impl Orders {
             order_id,
             serde_json::json!({
                 "order_id": order_id, "order_no": order_no, "member_id": req.member_id,
-                "total_fen": total, "status": OrderStatus::PendingPayment.as_str(),
+                "total_fen": quote.total_fen, "discount_fen": quote.discount_fen(),
+                "points_used": quote.points_used, "coupon_id": priced.coupon_id,
+                "status": OrderStatus::PendingPayment.as_str(),
                 "lines": lines.iter().map(|(sku, q)| serde_json::json!({ "sku_id": sku, "quantity": q })).collect::<Vec<_>>(),
             }),
         )];

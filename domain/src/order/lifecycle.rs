@@ -92,6 +92,8 @@ impl Orders {
                         return Err(TxError::Refused(TransitionError::Invalid { from, action }));
                     }
                     if to == OrderStatus::Cancelled {
+                        // lock order: order, member (points), SKUs — as checkout and payments
+                        self.membership.after_cancelled(conn, &current).await?;
                         release_stock(conn, &[order_id]).await?;
                     }
                     Ok(orders::table
@@ -238,6 +240,7 @@ impl Orders {
                     .load(conn)
                     .await?;
                 let mut done = Vec::new();
+                let mut cancelled: Vec<&OrderRow> = Vec::new();
                 for order in &due {
                     if apply(
                         conn,
@@ -251,7 +254,13 @@ impl Orders {
                     .await?
                     {
                         done.push(order.id);
+                        cancelled.push(order);
                     }
+                }
+                // members in id order, so two sweepers never wait on each other's members
+                cancelled.sort_by_key(|o| (o.member_id, o.id));
+                for order in cancelled {
+                    self.membership.after_cancelled(conn, order).await?;
                 }
                 release_stock(conn, &done).await?;
                 Ok(done)

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::catalog::Catalog;
 use crate::crypto::FieldCipher;
 use crate::db::Db;
+use crate::membership::Membership;
 use crate::schema::{order_events, order_lines, orders};
 
 pub use state::{InvalidTransition, OrderAction, OrderStatus};
@@ -148,16 +149,24 @@ pub struct Orders {
     pub(crate) cipher: FieldCipher,
     pub(crate) catalog: Catalog,
     pub(crate) settings: OrderSettings,
+    pub(crate) membership: Membership,
 }
 
 impl Orders {
     /// The order service.
-    pub fn new(db: Db, cipher: FieldCipher, catalog: Catalog, settings: OrderSettings) -> Self {
+    pub fn new(
+        db: Db,
+        cipher: FieldCipher,
+        catalog: Catalog,
+        membership: Membership,
+        settings: OrderSettings,
+    ) -> Self {
         Self {
             db,
             cipher,
             catalog,
             settings,
+            membership,
         }
     }
 

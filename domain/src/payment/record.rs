@@ -151,7 +151,15 @@ impl Payments {
             attempt += 1;
             let result = conn
                 .transaction::<_, TxError, _>(async |conn| {
-                    record_tx(conn, tx, &transaction_id, source, lease).await
+                    record_tx(
+                        conn,
+                        &self.orders.membership,
+                        tx,
+                        &transaction_id,
+                        source,
+                        lease,
+                    )
+                    .await
                 })
                 .await;
             match result {
@@ -242,6 +250,7 @@ fn open(
 /// The transactional core of [`Payments::record_transaction`].
 async fn record_tx(
     conn: &mut AsyncMysqlConnection,
+    membership: &crate::membership::Membership,
     tx: &Transaction,
     transaction_id: &str,
     source: Source,
@@ -299,10 +308,14 @@ async fn record_tx(
             {
                 return Ok((Recorded::Conflict, order.id));
             }
+            membership.after_paid(conn, &order).await?;
             Recorded::Paid
         }
         OrderStatus::Cancelled => {
-            if reserve_again(conn, order.id).await? {
+            // its coupon and points go back to it too, or the payment is refunded (lock order:
+            // order, member, coupon, SKUs)
+            if membership.can_revive(conn, &order).await? && reserve_again(conn, order.id).await? {
+                membership.revive(conn, &order).await?;
                 apply(
                     conn,
                     &order,
@@ -313,6 +326,7 @@ async fn record_tx(
                     None,
                 )
                 .await?;
+                membership.after_paid(conn, &order).await?;
                 Recorded::PaidAfterCancel
             } else {
                 let order_no = order.order_no.clone().unwrap_or_default();
@@ -333,7 +347,7 @@ async fn record_tx(
                     conn,
                     &order,
                     Actor::System,
-                    "paid after cancellation; stock gone, refunding in full",
+                    "paid after cancellation; stock, coupon or points gone, refunding in full",
                 )
                 .await?;
                 Recorded::RefundingLatePayment

@@ -337,7 +337,7 @@ impl Payments {
         };
         let result = conn
             .transaction::<_, TxError, _>(async |conn| {
-                finish_tx(conn, order_id, state, failure).await
+                finish_tx(conn, &self.orders.membership, order_id, state, failure).await
             })
             .await;
         match result {
@@ -361,6 +361,7 @@ impl From<diesel::result::Error> for TxErr {
 
 async fn finish_tx(
     conn: &mut AsyncMysqlConnection,
+    membership: &crate::membership::Membership,
     order_id: u64,
     state: &RefundState,
     failure: Option<String>,
@@ -415,6 +416,18 @@ async fn finish_tx(
             .set(orders::refunded_fen.eq(orders::refunded_fen + refund.amount_fen))
             .execute(conn)
             .await?;
+        if refund.kind != KIND_AUTO {
+            // the points the order used come back in proportion (an automatic refund is of a
+            // cancelled order, whose points came back when it was cancelled)
+            membership
+                .return_for_refund(
+                    conn,
+                    &order,
+                    refund.id,
+                    order.refunded_fen + refund.amount_fen,
+                )
+                .await?;
+        }
     }
     metrics::counter!("ruizhu_refunds_finished_total", "kind" => refund.kind.clone(), "status" => status.to_owned())
         .increment(1);
