@@ -179,6 +179,7 @@ pub async fn prepare_database(settings: &Settings, db: &Db) -> anyhow::Result<()
         let mut conn = db.conn().await?;
         if domain::catalog::seed::catalog_is_empty(&mut conn).await? {
             let summary = domain::catalog::seed::seed_demo_catalog(&mut conn).await?;
+            domain::membership::seed::seed_demo_membership(&mut conn).await?;
             tracing::info!(?summary, "seeded the demo catalog");
         }
     }

@@ -124,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             let app = App::build(settings)?;
             let mut conn = app.db.conn().await?;
             let summary = domain::catalog::seed::seed_demo_catalog(&mut conn).await?;
+            domain::membership::seed::seed_demo_membership(&mut conn).await?;
             app.catalog.invalidate_category_tree().await;
             tracing::info!(?summary, "demo catalog loaded");
             Ok(())

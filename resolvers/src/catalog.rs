@@ -583,6 +583,137 @@ impl CatalogMutation {
             },
         })
     }
+
+    /// Limits a product to a tier and above (`requiredTierCode` null opens it to everyone):
+    /// lower tiers do not see it (`HIDE`) or see it locked (`LOCK`, the default).
+    #[graphql(guard = "crate::auth::StaffGuard::OPS")]
+    async fn set_product_tier_gate(
+        &self,
+        ctx: &Context<'_>,
+        product_id: ID,
+        required_tier_code: Option<String>,
+        gate: Option<TierGate>,
+    ) -> async_graphql::Result<ProductGatePayload> {
+        let product = id::decode("Product", "productId", &product_id)?;
+        let rank = match &required_tier_code {
+            None => None,
+            Some(code) => match tier_rank_of(ctx, code).await? {
+                Some(rank) => Some(rank),
+                None => {
+                    return Ok(ProductGatePayload::refused(
+                        "requiredTierCode",
+                        "no tier with this code",
+                    ));
+                }
+            },
+        };
+        let gate = gate.unwrap_or(TierGate::Lock);
+        let found = ctx
+            .data_unchecked::<domain::membership::Membership>()
+            .set_product_gate(product, rank, gate.stored())
+            .await
+            .map_err(|e| internal(&e))?;
+        if !found {
+            return Ok(ProductGatePayload::refused("productId", "no such product"));
+        }
+        let catalog = ctx.data_unchecked::<Catalog>();
+        catalog.invalidate_products(&[product]).await;
+        let loaded = catalog
+            .products(&[product])
+            .await
+            .map_err(|e| internal(&e))?;
+        Ok(ProductGatePayload {
+            product: loaded.get(&product).cloned().map(ProductNode),
+            errors: Vec::new(),
+        })
+    }
+
+    /// Sets a SKU's member price for a tier and above (`priceFen` null removes it).
+    #[graphql(guard = "crate::auth::StaffGuard::OPS")]
+    async fn set_member_price(
+        &self,
+        ctx: &Context<'_>,
+        sku_id: ID,
+        tier_code: String,
+        price_fen: Option<i64>,
+    ) -> async_graphql::Result<ProductGatePayload> {
+        let sku = id::decode("Sku", "skuId", &sku_id)?;
+        if price_fen.is_some_and(|p| p < 0) {
+            return Ok(ProductGatePayload::refused("priceFen", "not negative"));
+        }
+        let Some(rank) = tier_rank_of(ctx, &tier_code).await? else {
+            return Ok(ProductGatePayload::refused(
+                "tierCode",
+                "no tier with this code",
+            ));
+        };
+        let product = ctx
+            .data_unchecked::<domain::membership::Membership>()
+            .set_member_price(sku, rank, price_fen)
+            .await
+            .map_err(|e| internal(&e))?;
+        let Some(product) = product else {
+            return Ok(ProductGatePayload::refused("skuId", "no such SKU"));
+        };
+        let catalog = ctx.data_unchecked::<Catalog>();
+        catalog.invalidate_products(&[product]).await;
+        let loaded = catalog
+            .products(&[product])
+            .await
+            .map_err(|e| internal(&e))?;
+        Ok(ProductGatePayload {
+            product: loaded.get(&product).cloned().map(ProductNode),
+            errors: Vec::new(),
+        })
+    }
+}
+
+async fn tier_rank_of(ctx: &Context<'_>, code: &str) -> async_graphql::Result<Option<i32>> {
+    Ok(crate::membership::tiers(ctx)
+        .await?
+        .iter()
+        .find(|t| t.code == code)
+        .map(|t| t.tier_rank))
+}
+
+/// How a tier-gated product shows to lower tiers.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierGate {
+    /// Not shown at all.
+    Hide,
+    /// Shown, locked: `Product.locked` is true and checkout refuses it.
+    Lock,
+}
+
+impl TierGate {
+    fn stored(self) -> &'static str {
+        match self {
+            TierGate::Hide => domain::catalog::GATE_HIDE,
+            TierGate::Lock => domain::catalog::GATE_LOCK,
+        }
+    }
+}
+
+/// Result of a product's tier settings change.
+#[derive(SimpleObject)]
+pub struct ProductGatePayload {
+    /// The product after the change; null when `errors` is not empty.
+    pub product: Option<ProductNode>,
+    /// Why nothing changed; empty on success.
+    pub errors: Vec<crate::payload::UserError>,
+}
+
+impl ProductGatePayload {
+    fn refused(field: &str, message: &str) -> Self {
+        Self {
+            product: None,
+            errors: vec![crate::payload::UserError::new(
+                crate::payload::UserErrorCode::InvalidInput,
+                Some(field),
+                message,
+            )],
+        }
+    }
 }
 
 /// A node of the category tree.

@@ -118,7 +118,10 @@ impl MemberNode {
     }
 
     /// Tier, qualifying spend and progress to the next tier.
-    async fn tier(&self, ctx: &Context<'_>) -> async_graphql::Result<crate::membership::MemberTierNode> {
+    async fn tier(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<crate::membership::MemberTierNode> {
         crate::membership::standing(ctx, self.0.id).await
     }
 

@@ -343,7 +343,11 @@ impl Loader<CouponTemplateById> for MembershipLoader {
 
     async fn load(&self, keys: &[CouponTemplateById]) -> Batch<CouponTemplateById, Self::Value> {
         let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
-        let found = self.0.coupon_templates(&ids).await.map_err(|e| internal(&e))?;
+        let found = self
+            .0
+            .coupon_templates(&ids)
+            .await
+            .map_err(|e| internal(&e))?;
         Ok(found
             .into_iter()
             .map(|(id, t)| (CouponTemplateById(id), Arc::new(t)))
@@ -383,7 +387,11 @@ impl Loader<MemberPricesBySku> for MembershipLoader {
 
     async fn load(&self, keys: &[MemberPricesBySku]) -> Batch<MemberPricesBySku, Self::Value> {
         let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
-        let found = self.0.sku_member_prices(&ids).await.map_err(|e| internal(&e))?;
+        let found = self
+            .0
+            .sku_member_prices(&ids)
+            .await
+            .map_err(|e| internal(&e))?;
         Ok(found
             .into_iter()
             .map(|(id, v)| (MemberPricesBySku(id), Arc::new(v)))

@@ -487,12 +487,18 @@ pub struct QuotePayload {
 pub fn coupon_error(e: CouponError, field: &str) -> UserError {
     let (code, message) = match e {
         CouponError::NotFound => (UserErrorCode::CouponNotFound, "no such coupon".to_owned()),
-        CouponError::Expired => (UserErrorCode::CouponExpired, "the coupon has expired".into()),
+        CouponError::Expired => (
+            UserErrorCode::CouponExpired,
+            "the coupon has expired".into(),
+        ),
         CouponError::NotYetValid => (
             UserErrorCode::CouponNotYetValid,
             "the coupon is not valid yet".into(),
         ),
-        CouponError::Used => (UserErrorCode::CouponUsed, "the coupon was already used".into()),
+        CouponError::Used => (
+            UserErrorCode::CouponUsed,
+            "the coupon was already used".into(),
+        ),
         CouponError::NotApplicable => (
             UserErrorCode::CouponNotApplicable,
             "the coupon does not apply to these items".into(),
@@ -590,7 +596,10 @@ pub(crate) async fn quote(
 }
 
 /// `Member.tier`.
-pub(crate) async fn standing(ctx: &Context<'_>, member: u64) -> async_graphql::Result<MemberTierNode> {
+pub(crate) async fn standing(
+    ctx: &Context<'_>,
+    member: u64,
+) -> async_graphql::Result<MemberTierNode> {
     membership(ctx)
         .standing(member)
         .await
@@ -660,7 +669,12 @@ pub(crate) async fn member_coupons(
         .into_iter()
         .map(|c| (encode_cursor(&c.id), CouponNode(c)))
         .collect();
-    Ok(CouponConnection::new(items, before.is_some(), has_next, total))
+    Ok(CouponConnection::new(
+        items,
+        before.is_some(),
+        has_next,
+        total,
+    ))
 }
 
 async fn template_page(

@@ -88,7 +88,9 @@ pub fn spawn_membership_worker(app: Arc<App>) -> tokio::task::JoinHandle<()> {
             if birthdays_done != Some(today) {
                 match app.membership.issue_birthday_coupons(today).await {
                     Ok(_) => birthdays_done = Some(today),
-                    Err(e) => tracing::warn!(error = %e, "birthday coupons failed; retrying next tick"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "birthday coupons failed; retrying next tick")
+                    }
                 }
             }
         }

@@ -12,6 +12,7 @@ mod catalog;
 mod events;
 mod http_spec;
 mod identity;
+mod membership;
 mod ops;
 mod orders;
 mod payments;

@@ -66,7 +66,12 @@ pub const INVENTORY_EVENTS: &str = "inventory-events";
 /// Topic of member events (tier changes).
 pub const MEMBER_EVENTS: &str = "member-events";
 /// Every topic the service uses.
-pub const TOPICS: [&str; 4] = [ORDER_EVENTS, PAYMENT_EVENTS, INVENTORY_EVENTS, MEMBER_EVENTS];
+pub const TOPICS: [&str; 4] = [
+    ORDER_EVENTS,
+    PAYMENT_EVENTS,
+    INVENTORY_EVENTS,
+    MEMBER_EVENTS,
+];
 
 /// The envelope every event travels in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -64,8 +64,7 @@ impl CouponTemplateRow {
 
     /// Coupons left to issue; `None` = unlimited.
     pub fn remaining(&self) -> Option<i32> {
-        self.total_quantity
-            .map(|q| (q - self.issued_count).max(0))
+        self.total_quantity.map(|q| (q - self.issued_count).max(0))
     }
 }
 
@@ -179,7 +178,10 @@ impl NewCouponTemplate {
             errors.push(UserError::invalid("input.name", "1–64 characters"));
         }
         if self.description.chars().count() > 200 {
-            errors.push(UserError::invalid("input.description", "at most 200 characters"));
+            errors.push(UserError::invalid(
+                "input.description",
+                "at most 200 characters",
+            ));
         }
         match (self.amount_fen, self.percent_off) {
             (Some(a), None) if a > 0 => {}
@@ -208,7 +210,10 @@ impl NewCouponTemplate {
             errors.push(UserError::invalid("input.perMemberLimit", "1–100"));
         }
         if self.product_ids.len() + self.category_ids.len() > 200 {
-            errors.push(UserError::invalid("input.productIds", "at most 200 targets"));
+            errors.push(UserError::invalid(
+                "input.productIds",
+                "at most 200 targets",
+            ));
         }
         errors
     }
@@ -438,7 +443,10 @@ pub(crate) async fn reserve(
             .filter(coupons::id.eq(coupon_id))
             .filter(coupons::status.eq(AVAILABLE)),
     )
-    .set((coupons::status.eq(RESERVED), coupons::order_id.eq(Some(order_id))))
+    .set((
+        coupons::status.eq(RESERVED),
+        coupons::order_id.eq(Some(order_id)),
+    ))
     .execute(conn)
     .await?
         == 1)
@@ -571,7 +579,11 @@ impl Membership {
                     .await
             })
             .await?;
-        tracing::info!(staff_id, template_id = template.id, "coupon template created");
+        tracing::info!(
+            staff_id,
+            template_id = template.id,
+            "coupon template created"
+        );
         Ok(Ok(template))
     }
 
@@ -716,7 +728,10 @@ impl Membership {
         template_id: u64,
         member_ids: &[u64],
     ) -> DomainResult<Result<IssueSummary, CouponError>> {
-        let Some(template) = self.coupon_templates(&[template_id]).await?.remove(&template_id)
+        let Some(template) = self
+            .coupon_templates(&[template_id])
+            .await?
+            .remove(&template_id)
         else {
             return Ok(Err(CouponError::NotFound));
         };
@@ -742,7 +757,13 @@ impl Membership {
         }
         metrics::counter!("ruizhu_coupons_issued_total", "origin" => "issue")
             .increment(summary.issued as u64);
-        tracing::info!(staff_id, template_id, issued = summary.issued, skipped = summary.skipped, "coupons issued");
+        tracing::info!(
+            staff_id,
+            template_id,
+            issued = summary.issued,
+            skipped = summary.skipped,
+            "coupons issued"
+        );
         Ok(Ok(summary))
     }
 

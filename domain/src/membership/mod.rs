@@ -13,6 +13,7 @@ pub mod coupons;
 pub mod points;
 pub mod pricing;
 pub mod quote;
+pub mod seed;
 pub mod tiers;
 
 use diesel::prelude::*;
@@ -99,7 +100,11 @@ impl Tier {
 /// The tier of `rank` among `tiers` (sorted by rank): the highest tier at or below it, so a
 /// member keeps sensible benefits even if ops removed their exact tier.
 pub fn tier_at(tiers: &[Tier], rank: i32) -> Option<&Tier> {
-    tiers.iter().rev().find(|t| t.tier_rank <= rank).or(tiers.first())
+    tiers
+        .iter()
+        .rev()
+        .find(|t| t.tier_rank <= rank)
+        .or(tiers.first())
 }
 
 /// How an order's discount was made up and what it holds.
@@ -155,7 +160,7 @@ impl Membership {
         &self,
         order_ids: &[u64],
     ) -> crate::DomainResult<std::collections::HashMap<u64, OrderPricing>> {
-            let mut conn = self.db.conn().await?;
+        let mut conn = self.db.conn().await?;
         let rows: Vec<OrderPricing> = order_pricing::table
             .filter(order_pricing::order_id.eq_any(order_ids))
             .select(OrderPricing::as_select())

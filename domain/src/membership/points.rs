@@ -234,7 +234,11 @@ async fn consume_lots(
     }
     if amount > 0 {
         // the balance said there were enough: the lots and the balance disagree
-        tracing::error!(member_id, short = amount, "points lots short of the balance");
+        tracing::error!(
+            member_id,
+            short = amount,
+            "points lots short of the balance"
+        );
         return Err(diesel::result::Error::RollbackTransaction);
     }
     Ok(())
@@ -358,8 +362,8 @@ impl Membership {
         let due = if refunded_fen >= order.total_fen {
             used
         } else {
-            (i128::from(used) * i128::from(refunded_fen.max(0))
-                / i128::from(order.total_fen)) as i64
+            (i128::from(used) * i128::from(refunded_fen.max(0)) / i128::from(order.total_fen))
+                as i64
         };
         let prefix = format!("order:{}:refund:", order.id);
         let returned: Option<i64> = points_ledger::table

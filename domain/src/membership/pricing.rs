@@ -222,14 +222,13 @@ pub fn quote(
                 }
             };
             // never below 1 fen for the whole order
-            value
-                .min(base)
-                .min((subtotal - tier_discount - 1).max(0))
+            value.min(base).min((subtotal - tier_discount - 1).max(0))
         }
     };
 
     let after = subtotal - tier_discount - coupon_discount;
-    let points_cap = bp_of(after, rules.points_max_ratio_bp.clamp(0, 10_000)).min((after - 1).max(0));
+    let points_cap =
+        bp_of(after, rules.points_max_ratio_bp.clamp(0, 10_000)).min((after - 1).max(0));
     let per_yuan = rules.points_per_yuan.max(1);
     let asked_value = (i128::from(points_requested) * 100 / i128::from(per_yuan)) as i64;
     let points_discount = asked_value.min(points_cap);
@@ -482,8 +481,15 @@ mod tests {
             points_per_yuan: 150,
             ..RULES
         };
-        let q = quote(&[line(1, 1, 100_000, 1)], tier(0, Some(0)), None, 1_000, 1_000, rules)
-            .unwrap();
+        let q = quote(
+            &[line(1, 1, 100_000, 1)],
+            tier(0, Some(0)),
+            None,
+            1_000,
+            1_000,
+            rules,
+        )
+        .unwrap();
         assert_eq!((q.points_discount_fen, q.points_used), (666, 999));
     }
 

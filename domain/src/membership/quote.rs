@@ -77,7 +77,10 @@ pub(crate) async fn member_prices(
         .load(conn)
         .await?;
     // ascending rank: the last one per SKU wins
-    Ok(rows.into_iter().map(|(sku, _, price)| (sku, price)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(sku, _, price)| (sku, price))
+        .collect())
 }
 
 /// Categories of each product with all their ancestors.
@@ -87,7 +90,10 @@ async fn categories_with_ancestors(
 ) -> QueryResult<HashMap<u64, Vec<u64>>> {
     let links: Vec<(u64, u64)> = product_categories::table
         .filter(product_categories::product_id.eq_any(product_ids))
-        .select((product_categories::product_id, product_categories::category_id))
+        .select((
+            product_categories::product_id,
+            product_categories::category_id,
+        ))
         .load(conn)
         .await?;
     let parents: HashMap<u64, Option<u64>> = categories::table
@@ -142,7 +148,9 @@ pub(crate) async fn price(
         }));
     }
     let tiers = super::tiers::load_tiers(conn).await?;
-    let terms = tier_at(&tiers, rank).map(super::Tier::terms).unwrap_or_default();
+    let terms = tier_at(&tiers, rank)
+        .map(super::Tier::terms)
+        .unwrap_or_default();
     let sku_ids: Vec<u64> = lines.iter().map(|l| l.sku_id).collect();
     let prices = member_prices(conn, &sku_ids, rank).await?;
 
@@ -248,7 +256,16 @@ impl Membership {
                 })
             })
             .collect();
-        Ok(price(self, &mut conn, member_id, &wanted, coupon_code, points, false).await?)
+        Ok(price(
+            self,
+            &mut conn,
+            member_id,
+            &wanted,
+            coupon_code,
+            points,
+            false,
+        )
+        .await?)
     }
 
     /// Every member price of SKUs: (tier rank, price) per SKU, lowest rank first.
@@ -282,5 +299,70 @@ impl Membership {
     ) -> DomainResult<HashMap<u64, i64>> {
         let mut conn = self.db.conn().await?;
         Ok(member_prices(&mut conn, sku_ids, rank).await?)
+    }
+}
+
+/// Operations' tier settings on the catalog. Callers drop the product from the caches after.
+impl Membership {
+    /// Gates a product to `rank` and above (`None` opens it to everyone); lower tiers do not
+    /// see it (`HIDE`) or see it locked (`LOCK`). False when there is no such product.
+    pub async fn set_product_gate(
+        &self,
+        product_id: u64,
+        rank: Option<i32>,
+        gate: &str,
+    ) -> DomainResult<bool> {
+        let mut conn = self.db.conn().await?;
+        let changed = diesel::update(products::table.find(product_id))
+            .set((
+                products::min_tier_rank.eq(rank),
+                products::tier_gate.eq(gate),
+            ))
+            .execute(&mut conn)
+            .await?;
+        let exists: i64 = products::table
+            .find(product_id)
+            .count()
+            .get_result(&mut conn)
+            .await?;
+        Ok(changed > 0 || exists > 0)
+    }
+
+    /// Sets (or with `None` removes) a SKU's member price for a tier rank and above. Returns
+    /// the SKU's product, `None` when there is no such SKU.
+    pub async fn set_member_price(
+        &self,
+        sku_id: u64,
+        rank: i32,
+        price_fen: Option<i64>,
+    ) -> DomainResult<Option<u64>> {
+        let mut conn = self.db.conn().await?;
+        let product: Option<u64> = skus::table
+            .find(sku_id)
+            .select(skus::product_id)
+            .first(&mut conn)
+            .await
+            .optional()?;
+        if product.is_none() {
+            return Ok(None);
+        }
+        match price_fen {
+            Some(price) => {
+                diesel::replace_into(sku_member_prices::table)
+                    .values((
+                        sku_member_prices::sku_id.eq(sku_id),
+                        sku_member_prices::tier_rank.eq(rank),
+                        sku_member_prices::price_fen.eq(price),
+                    ))
+                    .execute(&mut conn)
+                    .await?;
+            }
+            None => {
+                diesel::delete(sku_member_prices::table.find((sku_id, rank)))
+                    .execute(&mut conn)
+                    .await?;
+            }
+        }
+        Ok(product)
     }
 }

@@ -97,7 +97,10 @@ impl TierInput {
         if !(0..=100).contains(&self.rank) {
             errors.push(UserError::invalid("input.rank", "0–100"));
         }
-        for (field, name) in [("input.nameZh", &self.name_zh), ("input.nameEn", &self.name_en)] {
+        for (field, name) in [
+            ("input.nameZh", &self.name_zh),
+            ("input.nameEn", &self.name_en),
+        ] {
             if name.trim().is_empty() || name.chars().count() > 32 {
                 errors.push(UserError::invalid(field, "1–32 characters"));
             }
@@ -168,9 +171,11 @@ impl Membership {
                 members::tier_since,
                 members::tier_review_at,
             ))
-            .first::<(i32, Option<chrono::NaiveDateTime>, Option<chrono::NaiveDateTime>)>(
-                &mut conn,
-            )
+            .first::<(
+                i32,
+                Option<chrono::NaiveDateTime>,
+                Option<chrono::NaiveDateTime>,
+            )>(&mut conn)
             .await
             .optional()?
         else {
@@ -313,7 +318,10 @@ impl Membership {
     }
 
     /// Creates a tier, or updates the one with this code (its rank cannot change).
-    pub async fn upsert_tier(&self, input: &TierInput) -> DomainResult<Result<Tier, Vec<UserError>>> {
+    pub async fn upsert_tier(
+        &self,
+        input: &TierInput,
+    ) -> DomainResult<Result<Tier, Vec<UserError>>> {
         let errors = input.validate();
         if !errors.is_empty() {
             return Ok(Err(errors));
@@ -434,7 +442,10 @@ mod tests {
         assert_eq!(qualifying_rank(&tiers, 99), 0);
         assert_eq!(qualifying_rank(&tiers, 100), 1);
         assert_eq!(qualifying_rank(&tiers, 5_000), 2);
-        assert_eq!(super::super::tier_at(&tiers, 7).map(|t| t.tier_rank), Some(2));
+        assert_eq!(
+            super::super::tier_at(&tiers, 7).map(|t| t.tier_rank),
+            Some(2)
+        );
         let gap = [tier(0, 0), tier(2, 1_000)];
         assert_eq!(super::super::tier_at(&gap, 1).map(|t| t.tier_rank), Some(0));
     }

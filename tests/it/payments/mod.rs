@@ -13,7 +13,7 @@ use crate::orders::{Buyer, buyer, decode_id, key, place, skus};
 mod notify;
 mod prepay;
 mod reconcile;
-mod refunds;
+pub(crate) mod refunds;
 
 pub(super) const CREATE: &str = r#"mutation C($id: ID!) { createWeChatPayment(orderId: $id) {
   params { appId timeStamp nonceStr package signType paySign } development errors { code field message } } }"#;

@@ -8,7 +8,7 @@ use super::*;
 use crate::fake_wechatpay::Notify;
 use crate::orders::staff_token;
 
-const REFUND: &str = r#"mutation R($id: ID!, $amount: Int!, $reason: String!) {
+pub(crate) const REFUND: &str = r#"mutation R($id: ID!, $amount: Int!, $reason: String!) {
   refundOrder(orderId: $id, amount: $amount, reason: $reason) {
     refund { outRefundNo status amount { amount } automatic } order { status refunded { amount } }
     errors { code field message } } }"#;
@@ -25,7 +25,7 @@ async fn paid_order(
     (b, order)
 }
 
-fn refund_notice(
+pub(crate) fn refund_notice(
     fake: &crate::fake_wechatpay::FakeWechatPay,
     order: &Unpaid,
     out_refund_no: &str,
@@ -39,7 +39,7 @@ fn refund_notice(
     fake.notification(&format!("REFUND.{status}"), &body, how)
 }
 
-async fn refund(
+pub(crate) async fn refund(
     app: &TestApp,
     token: &str,
     order: &Unpaid,
