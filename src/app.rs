@@ -7,6 +7,7 @@ use domain::apq::PersistedQueries;
 use domain::cache::Cache;
 use domain::cart::Carts;
 use domain::catalog::Catalog;
+use domain::consultation::Consultations;
 use domain::crypto::{BlindIndex, FieldCipher};
 use domain::db::Db;
 use domain::events::bus::Bus;
@@ -46,6 +47,8 @@ pub struct App {
     pub carts: Carts,
     /// Tiers, points and coupons.
     pub membership: Membership,
+    /// VIP consultations.
+    pub consultations: Consultations,
     /// WeChat Pay prepays, notifications, refunds.
     pub payments: Payments,
     /// Automatic persisted queries of `/graphql`.
@@ -105,6 +108,7 @@ impl App {
             settings.orders.clone(),
         );
         let carts = Carts::new(db.clone());
+        let consultations = Consultations::new(db.clone(), settings.consultations.clone());
         let mode = if settings.wechatpay.merchant_configured() {
             PaymentMode::Merchant(WechatPay::new(
                 &settings.wechatpay,
@@ -119,12 +123,15 @@ impl App {
         };
         let payments = Payments::new(db.clone(), orders.clone(), mode, settings.wechatpay.clone());
         let loaders = Loaders::new(
-            catalog.clone(),
-            identity.clone(),
-            orders.clone(),
-            carts.clone(),
-            payments.clone(),
-            membership.clone(),
+            resolvers::loaders::Sources {
+                catalog: catalog.clone(),
+                identity: identity.clone(),
+                orders: orders.clone(),
+                carts: carts.clone(),
+                payments: payments.clone(),
+                membership: membership.clone(),
+                consultations: consultations.clone(),
+            },
             Duration::from_micros(settings.graphql.loader_delay_us),
         );
         let schema = resolvers::schema_builder()
@@ -134,6 +141,7 @@ impl App {
             .data(carts.clone())
             .data(payments.clone())
             .data(membership.clone())
+            .data(consultations.clone())
             .data(hub.clone())
             .data(consumers.clone())
             .data(loaders)
@@ -153,6 +161,7 @@ impl App {
             orders,
             carts,
             membership,
+            consultations,
             payments,
             apq,
             bus,

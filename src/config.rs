@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use domain::cache::CacheSettings;
+use domain::consultation::ConsultationSettings;
 use domain::crypto::CryptoSettings;
 use domain::db::DbSettings;
 use domain::events::KafkaSettings;
@@ -70,6 +71,8 @@ pub struct Settings {
     pub orders: OrderSettings,
     /// `[membership]`: points, shipping fee and tier qualification.
     pub membership: MembershipSettings,
+    /// `[consultations]`: VIP consultations.
+    pub consultations: ConsultationSettings,
     /// `[workers]`: process roles.
     pub workers: WorkerSettings,
     /// `[seed]`: demo data.

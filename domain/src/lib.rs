@@ -6,6 +6,7 @@ pub mod apq;
 pub mod cache;
 pub mod cart;
 pub mod catalog;
+pub mod consultation;
 pub mod crypto;
 pub mod db;
 pub mod error;

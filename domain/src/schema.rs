@@ -113,6 +113,7 @@ diesel::table! {
         active -> Bool,
         created_at -> Datetime,
         updated_at -> Datetime,
+        boutique_id -> Nullable<Unsigned<Bigint>>,
     }
 }
 
@@ -450,6 +451,90 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    boutiques (id) {
+        id -> Unsigned<Bigint>,
+        code -> Varchar,
+        name_zh -> Varchar,
+        name_en -> Varchar,
+        city -> Varchar,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    consultations (id) {
+        id -> Unsigned<Bigint>,
+        member_id -> Unsigned<Bigint>,
+        topic -> Varchar,
+        message -> Varchar,
+        preferred_slots -> Text,
+        product_ids -> Text,
+        image_urls -> Text,
+        boutique_id -> Nullable<Unsigned<Bigint>>,
+        advisor_id -> Nullable<Unsigned<Bigint>>,
+        status -> Varchar,
+        slot_id -> Nullable<Unsigned<Bigint>>,
+        scheduled_at -> Nullable<Datetime>,
+        outcome_notes -> Nullable<Varchar>,
+        recommended_ids -> Nullable<Text>,
+        draft_lines -> Nullable<Text>,
+        rating -> Nullable<Tinyint>,
+        rating_comment -> Nullable<Varchar>,
+        reminded_24h_at -> Nullable<Datetime>,
+        reminded_1h_at -> Nullable<Datetime>,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    advisor_slots (id) {
+        id -> Unsigned<Bigint>,
+        advisor_id -> Unsigned<Bigint>,
+        starts_at -> Datetime,
+        ends_at -> Datetime,
+        consultation_id -> Nullable<Unsigned<Bigint>>,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    consultation_events (id) {
+        id -> Unsigned<Bigint>,
+        consultation_id -> Unsigned<Bigint>,
+        from_status -> Nullable<Varchar>,
+        to_status -> Varchar,
+        actor_kind -> Varchar,
+        actor_id -> Nullable<Unsigned<Bigint>>,
+        note -> Nullable<Varchar>,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    consultation_messages (id) {
+        id -> Unsigned<Bigint>,
+        consultation_id -> Unsigned<Bigint>,
+        author_kind -> Varchar,
+        author_id -> Unsigned<Bigint>,
+        body -> Varchar,
+        image_urls -> Text,
+        internal -> Bool,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    consultation_reads (consultation_id, reader_kind, reader_id) {
+        consultation_id -> Unsigned<Bigint>,
+        reader_kind -> Varchar,
+        reader_id -> Unsigned<Bigint>,
+        last_read_id -> Unsigned<Bigint>,
+        updated_at -> Datetime,
+    }
+}
+
 diesel::joinable!(order_lines -> orders (order_id));
 diesel::joinable!(order_events -> orders (order_id));
 diesel::joinable!(cart_lines -> skus (sku_id));
@@ -490,4 +575,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     member_tier_changes,
     sku_member_prices,
     order_pricing,
+    boutiques,
+    consultations,
+    advisor_slots,
+    consultation_events,
+    consultation_messages,
+    consultation_reads,
 );

@@ -117,6 +117,22 @@ impl MemberNode {
         self.0.birthday
     }
 
+    /// VIP consultations, newest first (`totalCount` counts this page only).
+    async fn consultations(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 0–50; 20 when omitted.")] first: Option<i32>,
+        #[graphql(desc = "Continue after this cursor.")] after: Option<String>,
+    ) -> async_graphql::Result<crate::consultation::ConsultationConnection> {
+        // the member themselves, or operations looking at this member
+        let viewer = crate::consultation::viewer_of(ctx)?;
+        let filter = domain::consultation::QueueFilter {
+            member_id: Some(self.0.id),
+            ..Default::default()
+        };
+        crate::consultation::consultation_page(ctx, viewer, filter, first, after).await
+    }
+
     /// Tier, qualifying spend and progress to the next tier.
     async fn tier(
         &self,

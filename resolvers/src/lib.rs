@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod cart;
 pub mod catalog;
+pub mod consultation;
 pub mod error;
 pub mod id;
 pub mod identity;
@@ -33,6 +34,7 @@ pub struct Query(
     identity::IdentityQuery,
     order::OrderQuery,
     membership::MembershipQuery,
+    consultation::ConsultationQuery,
 );
 
 /// Every mutation root field, merged from the contexts.
@@ -45,11 +47,16 @@ pub struct Mutation(
     catalog::CatalogMutation,
     live::LiveMutation,
     membership::MembershipMutation,
+    consultation::ConsultationMutation,
 );
 
 /// Every subscription root field, merged from the contexts.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(live::LiveSubscription, system::SystemSubscription);
+pub struct Subscription(
+    live::LiveSubscription,
+    consultation::ConsultationSubscription,
+    system::SystemSubscription,
+);
 
 /// The API schema type.
 pub type ApiSchema = Schema<Query, Mutation, Subscription>;

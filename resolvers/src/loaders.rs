@@ -12,6 +12,8 @@ use std::time::Duration;
 use async_graphql::dataloader::{DataLoader, Loader};
 use domain::cart::{CartLine, Carts};
 use domain::catalog::{Catalog, CategoryTree, Product, ProductImage, Sku};
+use domain::consultation::booking::SlotRow;
+use domain::consultation::{Boutique, ConsultationEventRow, Consultations};
 use domain::identity::Identity;
 use domain::identity::addresses::Address;
 use domain::identity::members::Member;
@@ -399,6 +401,59 @@ impl Loader<MemberPricesBySku> for MembershipLoader {
     }
 }
 
+/// Every boutique (one key: the whole table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AllBoutiques;
+/// An advisor slot by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SlotById(pub u64);
+/// The timeline of a consultation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConsultationTimeline(pub u64);
+
+/// Batch functions of the consultation context.
+pub struct ConsultationLoader(pub Consultations);
+
+impl Loader<AllBoutiques> for ConsultationLoader {
+    type Value = Arc<Vec<Boutique>>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, _: &[AllBoutiques]) -> Batch<AllBoutiques, Self::Value> {
+        let all = self.0.boutiques().await.map_err(|e| internal(&e))?;
+        Ok(HashMap::from([(AllBoutiques, Arc::new(all))]))
+    }
+}
+
+impl Loader<SlotById> for ConsultationLoader {
+    type Value = SlotRow;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[SlotById]) -> Batch<SlotById, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        Ok(rekey(
+            self.0.slots_by_id(&ids).await.map_err(|e| internal(&e))?,
+            SlotById,
+        ))
+    }
+}
+
+impl Loader<ConsultationTimeline> for ConsultationLoader {
+    type Value = Arc<Vec<ConsultationEventRow>>;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[ConsultationTimeline],
+    ) -> Batch<ConsultationTimeline, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        let found = self.0.timelines(&ids).await.map_err(|e| internal(&e))?;
+        Ok(found
+            .into_iter()
+            .map(|(id, v)| (ConsultationTimeline(id), Arc::new(v)))
+            .collect())
+    }
+}
+
 /// Every DataLoader of the API; added to the schema as data.
 pub struct Loaders {
     /// Catalog reads.
@@ -411,35 +466,45 @@ pub struct Loaders {
     pub payment: DataLoader<PaymentLoader>,
     /// Tiers, coupons and order pricing.
     pub membership: DataLoader<MembershipLoader>,
+    /// Boutiques, slots and consultation timelines.
+    pub consultation: DataLoader<ConsultationLoader>,
+}
+
+/// The domain services the loaders batch into.
+#[derive(Clone)]
+pub struct Sources {
+    /// Catalog.
+    pub catalog: Catalog,
+    /// Identity.
+    pub identity: Identity,
+    /// Orders.
+    pub orders: Orders,
+    /// Carts.
+    pub carts: Carts,
+    /// Payments.
+    pub payments: Payments,
+    /// Membership.
+    pub membership: Membership,
+    /// Consultations.
+    pub consultations: Consultations,
 }
 
 impl Loaders {
     /// Builds the loaders; `delay` is how long a loader waits to collect keys into one batch.
-    pub fn new(
-        catalog: Catalog,
-        identity: Identity,
-        orders: Orders,
-        carts: Carts,
-        payments: Payments,
-        membership: Membership,
-        delay: Duration,
-    ) -> Self {
+    pub fn new(sources: Sources, delay: Duration) -> Self {
+        fn loader<L: Send + Sync + 'static>(inner: L, delay: Duration) -> DataLoader<L> {
+            DataLoader::new(inner, tokio::spawn)
+                .delay(delay)
+                .max_batch_size(1_000)
+        }
+        let s = sources;
         Self {
-            membership: DataLoader::new(MembershipLoader(membership), tokio::spawn)
-                .delay(delay)
-                .max_batch_size(1_000),
-            payment: DataLoader::new(PaymentLoader(payments), tokio::spawn)
-                .delay(delay)
-                .max_batch_size(1_000),
-            order: DataLoader::new(OrderLoader(orders, carts), tokio::spawn)
-                .delay(delay)
-                .max_batch_size(1_000),
-            catalog: DataLoader::new(CatalogLoader(catalog), tokio::spawn)
-                .delay(delay)
-                .max_batch_size(1_000),
-            identity: DataLoader::new(IdentityLoader(identity), tokio::spawn)
-                .delay(delay)
-                .max_batch_size(1_000),
+            consultation: loader(ConsultationLoader(s.consultations), delay),
+            membership: loader(MembershipLoader(s.membership), delay),
+            payment: loader(PaymentLoader(s.payments), delay),
+            order: loader(OrderLoader(s.orders, s.carts), delay),
+            catalog: loader(CatalogLoader(s.catalog), delay),
+            identity: loader(IdentityLoader(s.identity), delay),
         }
     }
 }

@@ -45,6 +45,12 @@ pub enum UserErrorCode {
     TierRequired,
     /// The member has fewer points than asked for.
     PointsInsufficient,
+    /// The consultation's status does not allow this.
+    InvalidConsultationTransition,
+    /// The appointment slot was booked by someone else first.
+    SlotTaken,
+    /// It was rated already.
+    AlreadyRated,
     /// The order's status does not allow this (e.g. shipping an unpaid order).
     InvalidOrderTransition,
     /// The order's payment deadline has passed; it will be cancelled.

@@ -97,6 +97,22 @@ pub fn spawn_membership_worker(app: Arc<App>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Consultation reminders (24 h and 1 h before appointments), forever; each is claimed once
+/// by a conditional update, so every replica may run it.
+pub fn spawn_consultation_reminders(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_millis(app.consultations.settings().reminder_interval_ms.max(100));
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(e) = app.consultations.send_due_reminders().await {
+                tracing::warn!(error = %e, "consultation reminders failed; retrying next tick");
+            }
+        }
+    })
+}
+
 /// The outbox relay, forever: publishes unpublished events batch by batch (one relay at a time
 /// per database, by a MySQL lock), and purges old published rows. In Kafka mode it first makes
 /// sure the topics exist, retrying while the broker is unreachable; meanwhile the outbox keeps
@@ -148,6 +164,7 @@ pub fn spawn_background(app: Arc<App>) -> anyhow::Result<Vec<tokio::task::JoinHa
     tasks.push(spawn_order_sweeper(app.clone()));
     tasks.push(spawn_payments_worker(app.clone()));
     tasks.push(spawn_membership_worker(app.clone()));
+    tasks.push(spawn_consultation_reminders(app.clone()));
     tasks.push(spawn_relay(app));
     Ok(tasks)
 }

@@ -9,6 +9,7 @@ mod harness;
 
 mod apq;
 mod catalog;
+mod consultation;
 mod events;
 mod http_spec;
 mod identity;

@@ -43,6 +43,10 @@ pub struct NotificationSettings {
     pub order_shipped_template: String,
     /// Page the message opens; `{order_id}` is replaced.
     pub order_page: String,
+    /// Template for consultation reminders (24 h and 1 h before); empty = not sent.
+    pub consultation_reminder_template: String,
+    /// Page a consultation reminder opens; `{consultation_id}` is replaced.
+    pub consultation_page: String,
     /// `formal`, `trial` or `developer`.
     pub miniprogram_state: String,
     /// Send `upload_shipping_info` when an order ships.
@@ -55,6 +59,8 @@ impl Default for NotificationSettings {
             order_paid_template: String::new(),
             order_shipped_template: String::new(),
             order_page: "pages/order/detail?id={order_id}".to_owned(),
+            consultation_reminder_template: String::new(),
+            consultation_page: "pages/consultation/detail?id={consultation_id}".to_owned(),
             miniprogram_state: "formal".to_owned(),
             upload_shipping_info: true,
         }
@@ -72,6 +78,7 @@ pub async fn add_consents(
     let known = [
         settings.order_paid_template.as_str(),
         settings.order_shipped_template.as_str(),
+        settings.consultation_reminder_template.as_str(),
     ];
     let mut conn = db.conn().await?;
     let mut recorded = 0;
@@ -169,7 +176,11 @@ impl Consumers {
         let mut tasks = Vec::new();
         let fanout = self.bus.subscribe(
             &format!("fanout-{}", self.instance),
-            &[super::ORDER_EVENTS, super::PAYMENT_EVENTS],
+            &[
+                super::ORDER_EVENTS,
+                super::PAYMENT_EVENTS,
+                super::CONSULTATION_EVENTS,
+            ],
             true,
         )?;
         let hub = self.hub.clone();
@@ -204,9 +215,11 @@ impl Consumers {
     /// and shipping uploads.
     pub fn spawn_shared(&self) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
         let mut tasks = Vec::new();
-        let notifications = self
-            .bus
-            .subscribe("notifications", &[super::ORDER_EVENTS], false)?;
+        let notifications = self.bus.subscribe(
+            "notifications",
+            &[super::ORDER_EVENTS, super::CONSULTATION_EVENTS],
+            false,
+        )?;
         let this = self.clone();
         tasks.push(tokio::spawn(drive(
             "notifications",
@@ -254,11 +267,14 @@ impl Consumers {
         let template = match event.event_type.as_str() {
             "order.paid" => self.settings.order_paid_template.clone(),
             "order.shipped" => self.settings.order_shipped_template.clone(),
+            "consultation.reminder" => self.settings.consultation_reminder_template.clone(),
             _ => return Ok(()),
         };
         let p = &event.payload;
-        let (Some(order_id), Some(member_id)) = (p["order_id"].as_u64(), p["member_id"].as_u64())
-        else {
+        let subject = p["order_id"]
+            .as_u64()
+            .or_else(|| p["consultation_id"].as_u64());
+        let (Some(subject), Some(member_id)) = (subject, p["member_id"].as_u64()) else {
             return Ok(());
         };
         if template.is_empty() {
@@ -310,7 +326,27 @@ impl Consumers {
             Some(true) => {}
         }
         let order_no = p["order_no"].as_str().unwrap_or_default();
-        let data = if event.event_type == "order.paid" {
+        let data = if event.event_type == "consultation.reminder" {
+            // China time, as members read it
+            let at = p["scheduled_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .and_then(|t| {
+                    chrono::FixedOffset::east_opt(8 * 3600).map(|cn| t.with_timezone(&cn))
+                })
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default();
+            let when = if p["before"] == "1h" {
+                "您的专属咨询将在1小时后开始"
+            } else {
+                "您的专属咨询将在24小时后开始"
+            };
+            serde_json::json!({
+                "thing1": { "value": "定制咨询" },
+                "time2": { "value": at },
+                "thing3": { "value": when },
+            })
+        } else if event.event_type == "order.paid" {
             let fen = p["total_fen"].as_i64().unwrap_or_default();
             serde_json::json!({
                 "character_string1": { "value": order_no },
@@ -324,10 +360,15 @@ impl Consumers {
                 "character_string3": { "value": p["tracking_no"].as_str().unwrap_or_default() },
             })
         };
-        let page = self
-            .settings
-            .order_page
-            .replace("{order_id}", &order_id.to_string());
+        let page = if event.event_type.starts_with("consultation.") {
+            self.settings
+                .consultation_page
+                .replace("{consultation_id}", &subject.to_string())
+        } else {
+            self.settings
+                .order_page
+                .replace("{order_id}", &subject.to_string())
+        };
         let outcome = match self
             .wechat
             .send_subscribe_message(
@@ -354,7 +395,7 @@ impl Consumers {
                 "no_consent"
             }
             Err(e) => {
-                tracing::warn!(error = %e, order_id, "subscription message not sent (not retried: at most once)");
+                tracing::warn!(error = %e, subject, "subscription message not sent (not retried: at most once)");
                 "failed"
             }
         };

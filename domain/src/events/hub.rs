@@ -2,9 +2,9 @@
 //! its own consumer group (starting at the latest offset), so an event committed through any
 //! replica reaches sockets on every replica.
 //!
-//! Routed: a subscriber of one order only wakes for that order's events (thousands of members
-//! watching their own orders cost nothing per unrelated event); subscribers of every event
-//! (staff consoles) share one channel.
+//! Routed: a subscriber of one order (or one consultation thread) only wakes for that
+//! aggregate's events (thousands of members watching their own orders cost nothing per unrelated
+//! event); subscribers of every event (staff consoles) share one channel.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,21 +15,31 @@ use super::Event;
 
 /// Capacity of the all-events channel; a subscriber further behind skips ahead (counted).
 const CAPACITY: usize = 4_096;
-/// Capacity of one order's channel.
-const PER_ORDER: usize = 64;
+/// Capacity of one aggregate's channel.
+const PER_AGGREGATE: usize = 64;
+
+/// Aggregates subscriptions follow one by one.
+const ROUTED: [&str; 2] = ["order", "consultation"];
+
+type Route = (&'static str, u64);
+
+fn route_of(event: &Event) -> Option<Route> {
+    let kind = ROUTED.into_iter().find(|k| *k == event.aggregate_type)?;
+    Some((kind, event.aggregate_id.parse().ok()?))
+}
 
 /// Events for this process's subscriptions.
 #[derive(Clone, Debug)]
 pub struct EventHub {
     all: broadcast::Sender<Arc<Event>>,
-    by_order: Arc<Mutex<HashMap<u64, broadcast::Sender<Arc<Event>>>>>,
+    by_aggregate: Arc<Mutex<HashMap<Route, broadcast::Sender<Arc<Event>>>>>,
 }
 
 impl Default for EventHub {
     fn default() -> Self {
         Self {
             all: broadcast::channel(CAPACITY).0,
-            by_order: Arc::new(Mutex::new(HashMap::new())),
+            by_aggregate: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 }
@@ -37,14 +47,14 @@ impl Default for EventHub {
 impl EventHub {
     /// Hands an event to its subscribers.
     pub fn publish(&self, event: Arc<Event>) {
-        if let Some(order) = event.order_id() {
+        if let Some(route) = route_of(&event) {
             let mut routes = self
-                .by_order
+                .by_aggregate
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(tx) = routes.get(&order) {
+            if let Some(tx) = routes.get(&route) {
                 if tx.receiver_count() == 0 {
-                    routes.remove(&order);
+                    routes.remove(&route);
                 } else {
                     let _ = tx.send(event.clone());
                 }
@@ -60,8 +70,17 @@ impl EventHub {
 
     /// A receiver of one order's events from now on.
     pub fn subscribe_order(&self, order_id: u64) -> broadcast::Receiver<Arc<Event>> {
+        self.subscribe_route(("order", order_id))
+    }
+
+    /// A receiver of one consultation's events from now on.
+    pub fn subscribe_consultation(&self, id: u64) -> broadcast::Receiver<Arc<Event>> {
+        self.subscribe_route(("consultation", id))
+    }
+
+    fn subscribe_route(&self, route: Route) -> broadcast::Receiver<Arc<Event>> {
         let mut routes = self
-            .by_order
+            .by_aggregate
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // drop routes nobody listens to any more (their orders may never change again)
@@ -69,8 +88,8 @@ impl EventHub {
             routes.retain(|_, tx| tx.receiver_count() > 0);
         }
         routes
-            .entry(order_id)
-            .or_insert_with(|| broadcast::channel(PER_ORDER).0)
+            .entry(route)
+            .or_insert_with(|| broadcast::channel(PER_AGGREGATE).0)
             .subscribe()
     }
 
@@ -115,7 +134,10 @@ mod tests {
         drop(one);
         hub.publish(event(1));
         assert!(
-            hub.by_order.lock().map(|r| r.is_empty()).unwrap_or(false),
+            hub.by_aggregate
+                .lock()
+                .map(|r| r.is_empty())
+                .unwrap_or(false),
             "unused route dropped"
         );
     }

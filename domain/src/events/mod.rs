@@ -65,12 +65,15 @@ pub const PAYMENT_EVENTS: &str = "payment-events";
 pub const INVENTORY_EVENTS: &str = "inventory-events";
 /// Topic of member events (tier changes).
 pub const MEMBER_EVENTS: &str = "member-events";
+/// Topic of consultation events (status changes, messages, reminders).
+pub const CONSULTATION_EVENTS: &str = "consultation-events";
 /// Every topic the service uses.
-pub const TOPICS: [&str; 4] = [
+pub const TOPICS: [&str; 5] = [
     ORDER_EVENTS,
     PAYMENT_EVENTS,
     INVENTORY_EVENTS,
     MEMBER_EVENTS,
+    CONSULTATION_EVENTS,
 ];
 
 /// The envelope every event travels in.
@@ -112,6 +115,7 @@ fn topic_of(aggregate_type: &str) -> &'static str {
         "order" => ORDER_EVENTS,
         "payment" | "refund" => PAYMENT_EVENTS,
         "member" => MEMBER_EVENTS,
+        "consultation" => CONSULTATION_EVENTS,
         _ => INVENTORY_EVENTS,
     }
 }
