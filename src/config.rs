@@ -492,6 +492,11 @@ mod tests {
             );
             assert!(!s.demo_seed() && !s.auto_migrate());
             assert_eq!(s.log_format(), LogFormat::Json);
+            assert!(!s.introspection() && !s.suggestions());
+            jail.set_env("RUIZHU_GRAPHQL__INTROSPECTION", "true");
+            let err = Settings::load(None).expect_err("introspection must be refused");
+            assert!(err.to_string().contains("INTROSPECTION"));
+            jail.set_env("RUIZHU_GRAPHQL__INTROSPECTION", "false");
             jail.set_env("RUIZHU_SEED__DEMO", "true");
             let err = Settings::load(None).expect_err("demo seed must be refused in production");
             assert!(err.to_string().contains("refused in production"));
@@ -503,6 +508,35 @@ mod tests {
             jail.set_env("RUIZHU_WECHATPAY__DEV_PAYMENTS", "true");
             let err = Settings::load(None).expect_err("dev payments must be refused in production");
             assert!(err.to_string().contains("DEV_PAYMENTS"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn limits_and_rate_limits_come_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(s.introspection() && s.suggestions());
+            assert_eq!(
+                s.graphql.limits(),
+                resolvers::limits::OperationLimits::default()
+            );
+            assert_eq!(s.rate_limits.mutations.len(), 4);
+            jail.set_env("RUIZHU_GRAPHQL__MAX_DEPTH", "8");
+            jail.set_env(
+                "RUIZHU_RATE_LIMITS__MUTATIONS",
+                "[placeOrder, createWeChatPayment]",
+            );
+            jail.set_env("RUIZHU_RATE_LIMITS__MEMBER_BURST", "3");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.graphql.max_depth, 8);
+            assert_eq!(
+                s.rate_limits.mutations,
+                ["placeOrder", "createWeChatPayment"]
+            );
+            assert_eq!(s.rate_limits.member().burst, 3);
+            jail.set_env("RUIZHU_RATE_LIMITS__IP_PER_MINUTE", "0");
+            assert!(Settings::load(None).is_err(), "a rate of 0 is refused");
             Ok(())
         });
     }

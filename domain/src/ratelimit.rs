@@ -243,14 +243,10 @@ impl RateLimiter {
         let n = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
         match limiter.check_n(n) {
             Ok(Ok(())) => Decision::Allowed,
-            Ok(Err(not_until)) => {
-                let now = DefaultClock::default().now();
-                // governor reports when one more token is free; the rest refill at the rate
-                let per_token = Duration::from_secs(60) / bucket.per_minute;
-                Decision::Limited {
-                    retry_after: not_until.wait_time_from(now) + per_token * (cost - 1),
-                }
-            }
+            // governor reports when all `cost` tokens are there
+            Ok(Err(not_until)) => Decision::Limited {
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            },
             // cost is clamped to the capacity, so this cannot happen; refuse briefly if it does
             Err(_) => Decision::Limited {
                 retry_after: Duration::from_secs(1),

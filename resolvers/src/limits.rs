@@ -504,10 +504,10 @@ impl<'a> Walk<'a> {
             match &item.node {
                 Selection::Field(f) => out.push(f.node.name.node.to_string()),
                 Selection::FragmentSpread(s) => {
-                    if let Some(f) = self.doc.fragments.get(&s.node.fragment_name.node) {
-                        if out.len() <= self.limits.max_root_fields {
-                            self.root_names(&f.node.selection_set.node, out);
-                        }
+                    if let Some(f) = self.doc.fragments.get(&s.node.fragment_name.node)
+                        && out.len() <= self.limits.max_root_fields
+                    {
+                        self.root_names(&f.node.selection_set.node, out);
                     }
                 }
                 Selection::InlineFragment(i) => self.root_names(&i.node.selection_set.node, out),

@@ -477,6 +477,7 @@ pub(super) fn not_acceptable() -> Response {
 /// Reads a POST body. Only JSON: form, multipart and text/plain are refused (415), which also
 /// keeps cross-site form posts (CSRF, which browsers send without a preflight) from ever
 /// reaching a resolver. A batch (a JSON array) is refused before it is parsed.
+#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
 pub(super) fn read_post(
     media: MediaType,
     headers: &HeaderMap,
@@ -552,6 +553,7 @@ pub(super) fn read_post(
 }
 
 /// Reads the parameters of a GET request (`variables` and `extensions` as URL-encoded JSON).
+#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
 pub(super) fn read_get(media: MediaType, raw: Option<String>) -> Result<Params, Response> {
     let mut map: Map<String, Value> = Map::new();
     for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {

@@ -70,6 +70,7 @@ async fn authenticate(
 
 /// The operation id the request names: `documentId` (`sha256:<hex>`) or the Apollo
 /// `persistedQuery` extension. A document in `query` is refused, with or without an id.
+#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
 fn operation_id(params: &mut Params, media: MediaType) -> Result<String, Response> {
     let bad = |code: &str, message: &str| {
         error_response(media.request_error_status(), media, code, message)

@@ -507,6 +507,11 @@ async fn the_cli_creates_registers_and_revokes() {
         "--scopes",
         "catalog:read",
     ]);
+    assert!(
+        !err.contains("unrecognized subcommand"),
+        "{} is not this checkout's binary: another checkout sharing CARGO_TARGET_DIR rebuilt it",
+        env!("CARGO_BIN_EXE_ruizhu")
+    );
     assert!(ok, "{err}");
     let key = key.trim().to_owned();
     assert!(
