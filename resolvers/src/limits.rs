@@ -1042,6 +1042,38 @@ mod tests {
     }
 
     #[test]
+    fn fragment_cycles_are_refused_before_validation_walks_them() {
+        // async-graphql's own depth check would walk every path of a cycle that fans out
+        assert_eq!(
+            code("{ ...A } fragment A on Query { ...A ...A }"),
+            "DEPTH_LIMIT_EXCEEDED"
+        );
+        assert_eq!(
+            code("{ ...A } fragment A on Query { ...B } fragment B on Query { ...A __typename }"),
+            "DEPTH_LIMIT_EXCEEDED"
+        );
+    }
+
+    /// GraphiQL's introspection query (graphql-js 16 with every option, as the vendored
+    /// GraphiQL sends it) fits the default limits when introspection is allowed.
+    #[test]
+    fn graphiql_introspection_fits_the_defaults() {
+        const TYPE_REF: &str = "kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } } }";
+        let query = format!(
+            "query IntrospectionQuery {{ __schema {{ description queryType {{ name }} mutationType {{ name }} subscriptionType {{ name }} types {{ ...FullType }} directives {{ name description isRepeatable locations args(includeDeprecated: true) {{ ...InputValue }} }} }} }}
+             fragment FullType on __Type {{ kind name description specifiedByURL isOneOf fields(includeDeprecated: true) {{ name description args(includeDeprecated: true) {{ ...InputValue }} type {{ ...TypeRef }} isDeprecated deprecationReason }} inputFields(includeDeprecated: true) {{ ...InputValue }} interfaces {{ ...TypeRef }} enumValues(includeDeprecated: true) {{ name description isDeprecated deprecationReason }} possibleTypes {{ ...TypeRef }} }}
+             fragment InputValue on __InputValue {{ name description type {{ ...TypeRef }} defaultValue isDeprecated deprecationReason }}
+             fragment TypeRef on __Type {{ {TYPE_REF} }}"
+        );
+        let limits = OperationLimits::default();
+        scan(&query, &limits).unwrap();
+        let doc = parse_query(&query).unwrap();
+        let index = TypeIndex::from_sdl(&crate::sdl());
+        let reports = analyze(&doc, &index, &limits, &Variables::default(), 20, true).unwrap();
+        assert_eq!(reports.values().next().unwrap().depth, 15);
+    }
+
+    #[test]
     fn the_scanner_counts_tokens_like_the_lexer() {
         let limits = OperationLimits::default();
         assert_eq!(scan("{ a }", &limits).unwrap(), 3);

@@ -187,7 +187,11 @@ async fn execute(
         .data(caller)
         .disable_introspection();
     let response = app.partner_schema.execute(request).await;
-    let response = finish(media, &info, response);
+    let mut response = finish(media, &info, response);
+    // GET answers are cacheable, but only for the partner that asked
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("X-Partner-Key"));
     metrics::counter!("ruizhu_partner_requests_total",
         "partner" => partner.name.clone(), "status" => response.status().as_u16().to_string())
     .increment(1);

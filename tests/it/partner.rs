@@ -147,6 +147,7 @@ async fn registered_operations_run_by_id_over_post_and_get() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["vary"], "X-Partner-Key");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["data"]["product"]["id"], first, "{body}");
     assert!(body["data"]["product"]["skus"][0]["price"]["amount"].is_number());
