@@ -28,6 +28,9 @@ export RUIZHU_DATABASE__URL="mysql://root@127.0.0.1:3306/${db}"
 export RUIZHU_DATABASE__POOL_SIZE=32
 export RUIZHU_REDIS__KEY_PREFIX="rz-bench-$$:"
 export RUIZHU_AUTH__DEV_LOGIN=true
+# every simulated member signs in and orders from this one address: the rate limits would
+# measure themselves, not the service
+export RUIZHU_RATE_LIMITS__ENABLED=false
 export RUIZHU_ORDERS__PAYMENT_WINDOW_SECS=86400
 export RUIZHU_LOG__LEVEL=warn
 out=$(mktemp -d)

@@ -40,6 +40,9 @@ export RUIZHU_DATABASE__URL="mysql://root@127.0.0.1:3306/${db}"
 export RUIZHU_DATABASE__POOL_SIZE=32
 export RUIZHU_REDIS__KEY_PREFIX="rz-paybench-$$:"
 export RUIZHU_AUTH__DEV_LOGIN=true
+# every simulated member signs in and orders from this one address: the rate limits would
+# measure themselves, not the service
+export RUIZHU_RATE_LIMITS__ENABLED=false
 export RUIZHU_LOG__LEVEL=warn
 export RUIZHU_WECHAT__APP_ID=$APP_ID
 export RUIZHU_WECHATPAY__MCH_ID=1900000001

@@ -17,11 +17,14 @@ use domain::events::relay::Relay;
 use domain::identity::{Identity, TokenKeys};
 use domain::membership::Membership;
 use domain::order::Orders;
+use domain::partner::Partners;
 use domain::payment::{PaymentMode, Payments};
+use domain::ratelimit::RateLimiter;
 use domain::redis::Redis;
 use domain::wechat::WechatClient;
 use domain::wechatpay::WechatPay;
 use metrics_exporter_prometheus::PrometheusHandle;
+use resolvers::limits::Limits;
 use resolvers::{ApiSchema, Loaders, Observe};
 
 use crate::config::Settings;
@@ -53,6 +56,10 @@ pub struct App {
     pub payments: Payments,
     /// Automatic persisted queries of `/graphql`.
     pub apq: PersistedQueries,
+    /// Partners of `/partner/graphql` and their registered operations.
+    pub partners: Partners,
+    /// Rate-limit buckets (Redis, with in-process fallbacks).
+    pub rate_limiter: RateLimiter,
     /// Events: the transport (Kafka or in-process).
     pub bus: Bus,
     /// The outbox relay.
@@ -61,8 +68,13 @@ pub struct App {
     pub hub: EventHub,
     /// The event consumers (started by `serve`/workers).
     pub consumers: Consumers,
-    /// The executable GraphQL schema.
+    /// The executable GraphQL schema for `/graphql` callers who are not staff (and WebSocket):
+    /// field suggestions as configured (off in production).
     pub schema: ApiSchema,
+    /// The same schema for staff: suggestions always on.
+    pub staff_schema: ApiSchema,
+    /// The same schema for `/partner/graphql`: introspection and suggestions off.
+    pub partner_schema: ApiSchema,
     /// Prometheus exposition.
     pub metrics: PrometheusHandle,
 }
@@ -122,34 +134,65 @@ impl App {
             PaymentMode::Disabled
         };
         let payments = Payments::new(db.clone(), orders.clone(), mode, settings.wechatpay.clone());
-        let loaders = Loaders::new(
-            resolvers::loaders::Sources {
-                catalog: catalog.clone(),
-                identity: identity.clone(),
-                orders: orders.clone(),
-                carts: carts.clone(),
-                payments: payments.clone(),
-                membership: membership.clone(),
-                consultations: consultations.clone(),
-            },
-            Duration::from_micros(settings.graphql.loader_delay_us),
+        let rate_limiter = RateLimiter::new(redis.clone());
+        let partners = Partners::new(
+            db.clone(),
+            Duration::from_millis(settings.partners.cache_ttl_ms),
         );
-        let schema = resolvers::schema_builder()
-            .data(catalog.clone())
-            .data(identity.clone())
-            .data(orders.clone())
-            .data(carts.clone())
-            .data(payments.clone())
-            .data(membership.clone())
-            .data(consultations.clone())
-            .data(hub.clone())
-            .data(consumers.clone())
-            .data(loaders)
-            .extension(Observe)
-            // coarse guards until the configurable operation limits (depth, complexity with
-            // list sizes, aliases) arrive with the partner/limits work
-            .limit_depth(16)
-            .limit_complexity(5_000)
+        let limits = settings.graphql.limits();
+        let limits_extension = Limits::new(
+            limits.clone(),
+            &resolvers::sdl(),
+            Some(settings.rate_limits.clone()),
+        );
+        // three schemas over the same types and services, differing only in what callers may
+        // learn about the schema itself
+        let builder = |limits_extension: Limits| {
+            resolvers::schema_builder()
+                .data(catalog.clone())
+                .data(identity.clone())
+                .data(orders.clone())
+                .data(carts.clone())
+                .data(payments.clone())
+                .data(membership.clone())
+                .data(consultations.clone())
+                .data(hub.clone())
+                .data(consumers.clone())
+                .data(rate_limiter.clone())
+                .data(Loaders::new(
+                    resolvers::loaders::Sources {
+                        catalog: catalog.clone(),
+                        identity: identity.clone(),
+                        orders: orders.clone(),
+                        carts: carts.clone(),
+                        payments: payments.clone(),
+                        membership: membership.clone(),
+                        consultations: consultations.clone(),
+                    },
+                    Duration::from_micros(settings.graphql.loader_delay_us),
+                ))
+                .extension(Observe)
+                .extension(limits_extension)
+                // the Limits extension bounds nesting first, with its own error code
+                .limit_recursive_depth(limits.max_nesting() + 2)
+        };
+        let staff_schema = builder(limits_extension.introspection(true)).finish();
+        let schema = match (settings.introspection(), settings.suggestions()) {
+            (true, true) => staff_schema.clone(),
+            (introspection, suggestions) => {
+                let mut b = builder(limits_extension.introspection(introspection));
+                if !introspection {
+                    b = b.disable_introspection();
+                }
+                if !suggestions {
+                    b = b.disable_suggestions();
+                }
+                b.finish()
+            }
+        };
+        let partner_schema = builder(limits_extension.introspection(false))
+            .disable_introspection()
+            .disable_suggestions()
             .finish();
         Ok(Arc::new(Self {
             settings,
@@ -164,11 +207,15 @@ impl App {
             consultations,
             payments,
             apq,
+            partners,
+            rate_limiter,
             bus,
             relay,
             hub,
             consumers,
             schema,
+            staff_schema,
+            partner_schema,
             metrics: telemetry::metrics_handle(),
         }))
     }

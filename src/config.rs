@@ -15,6 +15,7 @@ use domain::events::consumers::NotificationSettings;
 use domain::identity::{AuthSettings, JwtSettings};
 use domain::membership::MembershipSettings;
 use domain::order::OrderSettings;
+use domain::ratelimit::RateLimitSettings;
 use domain::redis::RedisSettings;
 use domain::wechat::WechatSettings;
 use domain::wechatpay::WechatPaySettings;
@@ -51,8 +52,12 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// `[cache]`: cache layers.
     pub cache: CacheSettings,
-    /// `[graphql]`: GraphQL execution.
+    /// `[graphql]`: GraphQL execution and operation limits.
     pub graphql: GraphqlSettings,
+    /// `[rate_limits]`: per-partner, per-member and per-address rate limits.
+    pub rate_limits: RateLimitSettings,
+    /// `[partners]`: the partner endpoint.
+    pub partners: PartnerSettings,
     /// `[jwt]`: access and refresh tokens.
     pub jwt: JwtSettings,
     /// `[auth]`: login behaviour.
@@ -115,18 +120,86 @@ impl Default for HttpSettings {
     }
 }
 
-/// `[graphql]` settings.
+/// `[graphql]` settings: execution and the limits every document is held to (on `/graphql`,
+/// `/graphql/ws` and `/partner/graphql`, before any resolver runs).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GraphqlSettings {
     /// How long a DataLoader waits to gather keys into one batch, in microseconds.
     pub loader_delay_us: u64,
+    /// Deepest field nesting (`DEPTH_LIMIT_EXCEEDED`).
+    pub max_depth: usize,
+    /// Largest cost: each field 1 plus its children times `first`/`last`, or `list_size` for
+    /// other lists (`COMPLEXITY_LIMIT_EXCEEDED`).
+    pub max_complexity: u64,
+    /// Most aliases in a document (`ALIAS_LIMIT_EXCEEDED`).
+    pub max_aliases: usize,
+    /// Most root fields in an operation (`ROOT_FIELD_LIMIT_EXCEEDED`).
+    pub max_root_fields: usize,
+    /// Most directives on one field (`DIRECTIVE_LIMIT_EXCEEDED`).
+    pub max_directives_per_field: usize,
+    /// Most directives in a document (`DIRECTIVE_LIMIT_EXCEEDED`).
+    pub max_directives: usize,
+    /// Most lexical tokens in a document, counted before parsing (`TOKEN_LIMIT_EXCEEDED`).
+    pub max_tokens: usize,
+    /// Multiplier of a list field without `first`/`last` in the cost.
+    pub list_size: u64,
+    /// Introspection on `/graphql` for callers who are not staff. Development switch: defaults
+    /// to on outside production; refused in production (staff always have it).
+    pub introspection: Option<bool>,
+    /// "Did you mean …" suggestions in validation errors on `/graphql` for callers who are not
+    /// staff; same default and production rule as `introspection`.
+    pub suggestions: Option<bool>,
 }
 
 impl Default for GraphqlSettings {
     fn default() -> Self {
+        let limits = resolvers::limits::OperationLimits::default();
         Self {
             loader_delay_us: 1_000,
+            max_depth: limits.max_depth,
+            max_complexity: limits.max_complexity,
+            max_aliases: limits.max_aliases,
+            max_root_fields: limits.max_root_fields,
+            max_directives_per_field: limits.max_directives_per_field,
+            max_directives: limits.max_directives,
+            max_tokens: limits.max_tokens,
+            list_size: limits.list_size,
+            introspection: None,
+            suggestions: None,
+        }
+    }
+}
+
+impl GraphqlSettings {
+    /// The limits as the `Limits` extension takes them.
+    pub fn limits(&self) -> resolvers::limits::OperationLimits {
+        resolvers::limits::OperationLimits {
+            max_depth: self.max_depth,
+            max_complexity: self.max_complexity,
+            max_aliases: self.max_aliases,
+            max_root_fields: self.max_root_fields,
+            max_directives_per_field: self.max_directives_per_field,
+            max_directives: self.max_directives,
+            max_tokens: self.max_tokens,
+            list_size: self.list_size,
+        }
+    }
+}
+
+/// `[partners]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PartnerSettings {
+    /// How long each replica keeps partners and their operations in memory, in ms: a
+    /// revocation or a newly registered manifest takes effect everywhere within this time.
+    pub cache_ttl_ms: u64,
+}
+
+impl Default for PartnerSettings {
+    fn default() -> Self {
+        Self {
+            cache_ttl_ms: 5_000,
         }
     }
 }
@@ -241,6 +314,10 @@ impl Settings {
                 "RUIZHU_WECHATPAY__DEV_PAYMENTS=true is a development switch and is refused in production"
             );
             anyhow::ensure!(
+                self.graphql.introspection != Some(true) && self.graphql.suggestions != Some(true),
+                "RUIZHU_GRAPHQL__INTROSPECTION/__SUGGESTIONS=true are development switches and are refused in production (staff have both)"
+            );
+            anyhow::ensure!(
                 self.wechatpay.merchant_configured(),
                 "set RUIZHU_WECHATPAY__MCH_ID and the other RUIZHU_WECHATPAY__* merchant settings"
             );
@@ -253,6 +330,29 @@ impl Settings {
         anyhow::ensure!(
             self.database.pool_size >= 1,
             "database.pool_size must be ≥ 1"
+        );
+        let g = &self.graphql;
+        anyhow::ensure!(
+            g.max_depth >= 2
+                && g.max_complexity >= 1
+                && g.max_root_fields >= 1
+                && g.max_tokens >= 16
+                && g.list_size >= 1,
+            "graphql limits: max_depth ≥ 2, max_complexity ≥ 1, max_root_fields ≥ 1, max_tokens ≥ 16, list_size ≥ 1"
+        );
+        let r = &self.rate_limits;
+        anyhow::ensure!(
+            [
+                r.member_burst,
+                r.member_per_minute,
+                r.ip_burst,
+                r.ip_per_minute,
+                r.partner_burst,
+                r.partner_per_minute
+            ]
+            .iter()
+            .all(|n| *n >= 1),
+            "rate_limits: every burst and per_minute is ≥ 1 (set rate_limits.enabled = false to turn them off)"
         );
         Ok(())
     }
@@ -271,6 +371,16 @@ impl Settings {
     pub fn dev_payments(&self) -> bool {
         !self.wechatpay.merchant_configured()
             && self.wechatpay.dev_payments.unwrap_or(!self.is_production())
+    }
+
+    /// Whether callers who are not staff may introspect `/graphql`.
+    pub fn introspection(&self) -> bool {
+        self.graphql.introspection.unwrap_or(!self.is_production())
+    }
+
+    /// Whether callers who are not staff get field suggestions on `/graphql`.
+    pub fn suggestions(&self) -> bool {
+        self.graphql.suggestions.unwrap_or(!self.is_production())
     }
 
     /// Whether `serve` creates the database and applies migrations.
@@ -388,6 +498,11 @@ mod tests {
             );
             assert!(!s.demo_seed() && !s.auto_migrate());
             assert_eq!(s.log_format(), LogFormat::Json);
+            assert!(!s.introspection() && !s.suggestions());
+            jail.set_env("RUIZHU_GRAPHQL__INTROSPECTION", "true");
+            let err = Settings::load(None).expect_err("introspection must be refused");
+            assert!(err.to_string().contains("INTROSPECTION"));
+            jail.set_env("RUIZHU_GRAPHQL__INTROSPECTION", "false");
             jail.set_env("RUIZHU_SEED__DEMO", "true");
             let err = Settings::load(None).expect_err("demo seed must be refused in production");
             assert!(err.to_string().contains("refused in production"));
@@ -399,6 +514,35 @@ mod tests {
             jail.set_env("RUIZHU_WECHATPAY__DEV_PAYMENTS", "true");
             let err = Settings::load(None).expect_err("dev payments must be refused in production");
             assert!(err.to_string().contains("DEV_PAYMENTS"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn limits_and_rate_limits_come_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(s.introspection() && s.suggestions());
+            assert_eq!(
+                s.graphql.limits(),
+                resolvers::limits::OperationLimits::default()
+            );
+            assert_eq!(s.rate_limits.mutations.len(), 4);
+            jail.set_env("RUIZHU_GRAPHQL__MAX_DEPTH", "8");
+            jail.set_env(
+                "RUIZHU_RATE_LIMITS__MUTATIONS",
+                "[placeOrder, createWeChatPayment]",
+            );
+            jail.set_env("RUIZHU_RATE_LIMITS__MEMBER_BURST", "3");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.graphql.max_depth, 8);
+            assert_eq!(
+                s.rate_limits.mutations,
+                ["placeOrder", "createWeChatPayment"]
+            );
+            assert_eq!(s.rate_limits.member().burst, 3);
+            jail.set_env("RUIZHU_RATE_LIMITS__IP_PER_MINUTE", "0");
+            assert!(Settings::load(None).is_err(), "a rate of 0 is refused");
             Ok(())
         });
     }

@@ -5,5 +5,6 @@
 pub mod app;
 pub mod config;
 pub mod http;
+pub mod partners;
 pub mod telemetry;
 pub mod workers;

@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         command: StaffCommand,
     },
+    /// Manage partners of `/partner/graphql`.
+    Partner {
+        #[command(subcommand)]
+        command: PartnerCommand,
+    },
     /// Print the GraphQL schema (SDL), or write it to a file.
     ExportSchema {
         /// Write here instead of standard output.
@@ -68,6 +73,88 @@ enum StaffCommand {
         #[arg(long)]
         password_env: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum PartnerCommand {
+    /// Create a partner and print its key on standard output. The key is shown this once:
+    /// only its SHA-256 is stored.
+    Create {
+        /// 3–64 characters of [a-z0-9-].
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes (`catalog:read`).
+        #[arg(long)]
+        scopes: String,
+        /// Its own budget: cost units a minute (default `RUIZHU_RATE_LIMITS__PARTNER_PER_MINUTE`).
+        #[arg(long)]
+        cost_per_minute: Option<u32>,
+        /// Its own bucket capacity (default `RUIZHU_RATE_LIMITS__PARTNER_BURST`).
+        #[arg(long)]
+        burst: Option<u32>,
+    },
+    /// Revoke a partner: its key stops working on every replica within
+    /// `RUIZHU_PARTNERS__CACHE_TTL_MS`.
+    Revoke {
+        /// The partner's name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Register an Apollo persisted-query manifest as the partner's whole set of operations
+    /// (operations missing from it stop working). Every operation is checked against the
+    /// schema, the operation limits and the partner's scopes first; nothing is stored unless
+    /// all pass.
+    Register {
+        /// The partner's name.
+        #[arg(long)]
+        partner: String,
+        /// The manifest (`{"format":"apollo-persisted-query-manifest","version":1,…}`).
+        manifest: PathBuf,
+    },
+}
+
+async fn partner_command(settings: Settings, command: PartnerCommand) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let app = App::build(settings)?;
+    match command {
+        PartnerCommand::Create {
+            name,
+            scopes,
+            cost_per_minute,
+            burst,
+        } => {
+            let (partner, key) =
+                ruizhu::partners::create(&app, &name, &scopes, cost_per_minute, burst).await?;
+            tracing::info!(id = partner.id, name = partner.name, scopes = ?partner.scopes,
+                "partner created; its key is printed once on standard output");
+            let mut out = std::io::stdout();
+            writeln!(out, "{}", secrecy::ExposeSecret::expose_secret(&key))?;
+        }
+        PartnerCommand::Revoke { name } => {
+            ruizhu::partners::revoke(&app, &name).await?;
+            tracing::info!(name, "partner revoked");
+        }
+        PartnerCommand::Register { partner, manifest } => {
+            let json = std::fs::read_to_string(&manifest)
+                .with_context(|| format!("reading {}", manifest.display()))?;
+            let registration = ruizhu::partners::register(&app, &partner, &json).await?;
+            let mut out = std::io::stdout();
+            for op in &registration.operations {
+                writeln!(
+                    out,
+                    "{}  {:<8} cost {:>6}  {}",
+                    op.id, op.kind, op.cost, op.name
+                )?;
+            }
+            tracing::info!(
+                partner,
+                operations = registration.operations.len(),
+                removed = registration.removed,
+                "manifest registered"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn read_password(from_env: Option<&str>) -> anyhow::Result<secrecy::SecretString> {
@@ -105,6 +192,11 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let settings = Settings::load(cli.config.as_deref())?;
+    if let Command::Partner { command } = cli.command {
+        // standard output is the command's result (a key, the registered operations)
+        telemetry::init_logging_to_stderr(&settings);
+        return partner_command(settings, command).await;
+    }
     telemetry::init_logging(&settings);
     match cli.command {
         Command::Serve => serve(settings).await,
@@ -149,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(id, username, role = role.as_str(), "staff account created");
             Ok(())
         }
-        Command::ExportSchema { .. } => Ok(()),
+        Command::ExportSchema { .. } | Command::Partner { .. } => Ok(()),
     }
 }
 

@@ -11,9 +11,23 @@ use crate::config::{LogFormat, Settings};
 /// Installs the global log subscriber: JSON lines in production, readable lines in development.
 /// Each line carries the fields of its spans, so the request id is on every line of a request.
 pub fn init_logging(settings: &Settings) {
+    init_logging_to(settings, std::io::stdout);
+}
+
+/// The same subscriber writing to standard error, for commands whose standard output is their
+/// result (a partner key).
+pub fn init_logging_to_stderr(settings: &Settings) {
+    init_logging_to(settings, std::io::stderr);
+}
+
+fn init_logging_to<W>(settings: &Settings, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_new(&settings.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_span_events(FmtSpan::NONE);
     let installed = match settings.log_format() {
         LogFormat::Json => builder

@@ -535,7 +535,34 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    partners (id) {
+        id -> Unsigned<Bigint>,
+        name -> Varchar,
+        key_hash -> Binary,
+        scopes -> Varchar,
+        active -> Bool,
+        cost_per_minute -> Nullable<Unsigned<Integer>>,
+        burst -> Nullable<Unsigned<Integer>>,
+        created_at -> Datetime,
+        revoked_at -> Nullable<Datetime>,
+    }
+}
+
+diesel::table! {
+    partner_operations (partner_id, operation_id) {
+        partner_id -> Unsigned<Bigint>,
+        operation_id -> Char,
+        name -> Varchar,
+        kind -> Varchar,
+        body -> Text,
+        cost -> Unsigned<Integer>,
+        registered_at -> Datetime,
+    }
+}
+
 diesel::joinable!(order_lines -> orders (order_id));
+diesel::joinable!(partner_operations -> partners (partner_id));
 diesel::joinable!(order_events -> orders (order_id));
 diesel::joinable!(cart_lines -> skus (sku_id));
 diesel::joinable!(payments -> orders (order_id));
@@ -581,4 +608,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     consultation_events,
     consultation_messages,
     consultation_reads,
+    partners,
+    partner_operations,
 );

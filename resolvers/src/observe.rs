@@ -37,6 +37,12 @@ pub struct OperationState {
     pub kind: Option<OperationType>,
     /// The parsed document (kept so the transport can order the response like it).
     pub document: Option<Arc<ExecutableDocument>>,
+    /// Cost of the selected operation, when the limits measured it.
+    pub cost: Option<u64>,
+    /// Root fields of the selected operation (fragments expanded).
+    pub root_fields: Vec<String>,
+    /// Refused by a rate limit: retry after this many seconds.
+    pub rate_limited: Option<u64>,
     operations: Vec<(Option<String>, OperationType)>,
 }
 
@@ -47,6 +53,18 @@ impl OperationInfo {
             forbid_mutations,
             state: Mutex::default(),
         })
+    }
+
+    /// Records what the limits measured about the selected operation.
+    pub fn record_cost(&self, cost: u64, root_fields: Vec<String>) {
+        let mut state = self.lock();
+        state.cost = Some(cost);
+        state.root_fields = root_fields;
+    }
+
+    /// Records that a rate limit refused the request.
+    pub fn mark_rate_limited(&self, retry_after_secs: u64) {
+        self.lock().rate_limited = Some(retry_after_secs);
     }
 
     /// A snapshot of what happened so far.

@@ -1,7 +1,9 @@
 //! `POST /graphql` and `GET /graphql` following GraphQL over HTTP: the response media type is
 //! negotiated from `Accept` (`application/graphql-response+json` or `application/json`), request
 //! errors are 400 under the former and 200 under the latter, JSON that does not parse is 400,
-//! unsupported request media types are 415, mutations over GET are 405.
+//! unsupported request media types are 415, mutations over GET are 405, requests refused by a
+//! rate limit are 429 with `Retry-After`. The request reading and response shaping here are
+//! shared with `/partner/graphql`.
 
 use std::sync::Arc;
 
@@ -23,7 +25,7 @@ const JSON: &str = "application/json";
 
 /// The two response media types of GraphQL over HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MediaType {
+pub(super) enum MediaType {
     GraphqlResponseJson,
     Json,
 }
@@ -37,7 +39,7 @@ impl MediaType {
     }
 
     /// Status of a response that carries only request errors (nothing executed).
-    fn request_error_status(self) -> StatusCode {
+    pub(super) fn request_error_status(self) -> StatusCode {
         match self {
             MediaType::GraphqlResponseJson => StatusCode::BAD_REQUEST,
             MediaType::Json => StatusCode::OK,
@@ -50,7 +52,7 @@ impl MediaType {
 /// A missing or empty header and a bare wildcard mean `application/json` (what clients that
 /// predate the spec expect); a type the client names outranks a wildcard at equal weight, and
 /// between the two named types the spec's own `application/graphql-response+json` wins a tie.
-fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
+pub(super) fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
     let Some(accept) = headers.get(header::ACCEPT) else {
         return Some(MediaType::Json);
     };
@@ -146,8 +148,14 @@ fn respond(status: StatusCode, media: MediaType, body: &Body<'_>) -> Response {
     response
 }
 
-/// A response carrying one error and no data.
-fn error_response(status: StatusCode, media: MediaType, code: &str, message: &str) -> Response {
+/// A response carrying one error and no data (counted by code: nothing ran).
+pub(super) fn error_response(
+    status: StatusCode,
+    media: MediaType,
+    code: &str,
+    message: &str,
+) -> Response {
+    count_rejection(code);
     let mut error = ServerError::new(message, None);
     let mut ext = async_graphql::ErrorExtensionValues::default();
     ext.set("code", code);
@@ -163,16 +171,39 @@ fn error_response(status: StatusCode, media: MediaType, code: &str, message: &st
     )
 }
 
+/// Requests refused before anything executed, by code (`ruizhu_graphql_rejections_total`).
+pub(super) fn count_rejection(code: &str) {
+    // codes are ours (a closed set), never client text
+    metrics::counter!("ruizhu_graphql_rejections_total", "code" => code.to_owned()).increment(1);
+}
+
 /// A GraphQL request as received, before it is checked.
-struct Params {
-    query: Option<Value>,
-    operation_name: Option<Value>,
-    variables: Option<Value>,
-    extensions: Option<Value>,
+pub(super) struct Params {
+    pub(super) query: Option<Value>,
+    pub(super) operation_name: Option<Value>,
+    pub(super) variables: Option<Value>,
+    pub(super) extensions: Option<Value>,
+    /// GraphQL-over-HTTP persisted documents (`sha256:<hex>`), on `/partner/graphql`.
+    pub(super) document_id: Option<Value>,
+}
+
+impl Params {
+    fn from_map(mut map: Map<String, Value>) -> Self {
+        Params {
+            query: map.remove("query"),
+            operation_name: map.remove("operationName"),
+            variables: map.remove("variables"),
+            extensions: map.remove("extensions"),
+            document_id: map.remove("documentId"),
+        }
+    }
 }
 
 /// Checks the request parameters; `Err` carries the message of a request error.
-fn to_request(params: Params, info: &Arc<OperationInfo>) -> Result<async_graphql::Request, String> {
+pub(super) fn to_request(
+    params: Params,
+    info: &Arc<OperationInfo>,
+) -> Result<async_graphql::Request, String> {
     let query = match params.query {
         Some(Value::String(q)) => q,
         None | Some(Value::Null) => return Err("the request has no `query` string".into()),
@@ -273,10 +304,31 @@ async fn execute(
         Ok(v) => v,
         Err(response) => return response,
     };
+    // staff (the ops console, GraphiQL) may always introspect and get suggestions
+    let staff = matches!(&viewer, Viewer::Authenticated(s)
+        if matches!(s.principal, domain::identity::Principal::Staff { .. }));
+    let schema = if staff {
+        &app.staff_schema
+    } else {
+        &app.schema
+    };
     let request = request.data(viewer).data(client);
-    let mut response = app.schema.execute(request).await;
+    let response = schema.execute(request).await;
+    finish(media, &info, response)
+}
+
+/// Shapes an executed (or refused) request into its HTTP response: 405 for a mutation over
+/// GET, 429 for a rate limit, request errors when nothing ran, else 200 with the data in the
+/// document's field order.
+pub(super) fn finish(
+    media: MediaType,
+    info: &OperationInfo,
+    response: async_graphql::Response,
+) -> Response {
+    let mut response = response;
     let state = info.state();
     if state.mutation_refused {
+        count_rejection("METHOD_NOT_ALLOWED");
         let mut r = respond(
             StatusCode::METHOD_NOT_ALLOWED,
             media,
@@ -288,6 +340,21 @@ async fn execute(
         );
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    if let Some(retry_after) = state.rate_limited {
+        count_rejection("RATE_LIMITED");
+        let mut r = respond(
+            StatusCode::TOO_MANY_REQUESTS,
+            media,
+            &Body {
+                data: None,
+                errors: &response.errors,
+                extensions: &response.extensions,
+            },
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         return r;
     }
     if !state.executed {
@@ -302,6 +369,15 @@ async fn execute(
                 ext.set("code", code);
             }
         }
+        let first = response
+            .errors
+            .first()
+            .and_then(|e| e.extensions.as_ref())
+            .and_then(|e| match e.get("code") {
+                Some(async_graphql::Value::String(c)) => Some(c.clone()),
+                _ => None,
+            });
+        count_rejection(first.as_deref().unwrap_or(code));
         return respond(
             media.request_error_status(),
             media,
@@ -389,13 +465,119 @@ async fn persisted_query(app: &App, media: MediaType, params: &mut Params) -> Re
     }
 }
 
-fn not_acceptable() -> Response {
+pub(super) fn not_acceptable() -> Response {
     error_response(
         StatusCode::NOT_ACCEPTABLE,
         MediaType::Json,
         "NOT_ACCEPTABLE",
         "accept application/graphql-response+json or application/json",
     )
+}
+
+/// Reads a POST body. Only JSON: form, multipart and text/plain are refused (415), which also
+/// keeps cross-site form posts (CSRF, which browsers send without a preflight) from ever
+/// reaching a resolver. A batch (a JSON array) is refused before it is parsed.
+#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
+pub(super) fn read_post(
+    media: MediaType,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Params, Response> {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "PAYLOAD_TOO_LARGE"
+            } else {
+                "BAD_REQUEST"
+            };
+            return Err(error_response(status, media, code, &rejection.body_text()));
+        }
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let Some(content_type) = content_type else {
+        return Err(error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            media,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the request with Content-Type: application/json",
+        ));
+    };
+    let mut parts = content_type.split(';');
+    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let charset_ok = parts.all(|p| match p.split_once('=') {
+        Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
+            v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        _ => true,
+    });
+    if essence != JSON || !charset_ok {
+        return Err(error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            media,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "only application/json (UTF-8) request bodies are accepted",
+        ));
+    }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(error_response(
+            StatusCode::BAD_REQUEST,
+            media,
+            "BATCH_NOT_SUPPORTED",
+            "batched requests are not supported; send one operation per request",
+        ));
+    }
+    let parsed: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                media,
+                "BAD_REQUEST",
+                &format!("the body is not valid JSON: {e}"),
+            ));
+        }
+    };
+    let Value::Object(map) = parsed else {
+        return Err(error_response(
+            StatusCode::BAD_REQUEST,
+            media,
+            "BAD_REQUEST",
+            "the body must be a JSON object",
+        ));
+    };
+    Ok(Params::from_map(map))
+}
+
+/// Reads the parameters of a GET request (`variables` and `extensions` as URL-encoded JSON).
+#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
+pub(super) fn read_get(media: MediaType, raw: Option<String>) -> Result<Params, Response> {
+    let mut map: Map<String, Value> = Map::new();
+    for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        map.insert(key.into_owned(), Value::String(value.into_owned()));
+    }
+    for name in ["variables", "extensions"] {
+        if let Some(Value::String(text)) = map.get(name) {
+            match serde_json::from_str(text) {
+                Ok(value) => {
+                    map.insert(name.to_owned(), value);
+                }
+                Err(_) => {
+                    let message = format!("`{name}` must be URL-encoded JSON");
+                    return Err(error_response(
+                        media.request_error_status(),
+                        media,
+                        "BAD_REQUEST",
+                        &message,
+                    ));
+                }
+            }
+        }
+    }
+    Ok(Params::from_map(map))
 }
 
 /// `POST /graphql` with an `application/json` body.
@@ -408,71 +590,9 @@ pub async fn post_handler(
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    let body = match body {
-        Ok(b) => b,
-        Err(rejection) => {
-            let status = rejection.status();
-            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "PAYLOAD_TOO_LARGE"
-            } else {
-                "BAD_REQUEST"
-            };
-            return error_response(status, media, code, &rejection.body_text());
-        }
-    };
-    // Only JSON bodies: form, multipart and text/plain are refused, which also keeps
-    // cross-site form posts (CSRF) from ever reaching a resolver.
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let Some(content_type) = content_type else {
-        return error_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            media,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "send the request with Content-Type: application/json",
-        );
-    };
-    let mut parts = content_type.split(';');
-    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-    let charset_ok = parts.all(|p| match p.split_once('=') {
-        Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
-            v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
-        }
-        _ => true,
-    });
-    if essence != JSON || !charset_ok {
-        return error_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            media,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "only application/json (UTF-8) request bodies are accepted",
-        );
-    }
-    let parsed: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                media,
-                "BAD_REQUEST",
-                &format!("the body is not valid JSON: {e}"),
-            );
-        }
-    };
-    let Value::Object(mut map) = parsed else {
-        let message = if parsed.is_array() {
-            "batched requests are not supported; send one operation per request"
-        } else {
-            "the body must be a JSON object"
-        };
-        return error_response(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", message);
-    };
-    let params = Params {
-        query: map.remove("query"),
-        operation_name: map.remove("operationName"),
-        variables: map.remove("variables"),
-        extensions: map.remove("extensions"),
+    let params = match read_post(media, &headers, body) {
+        Ok(p) => p,
+        Err(response) => return response,
     };
     execute(
         &app,
@@ -497,35 +617,9 @@ pub async fn get_handler(
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    let mut map: Map<String, Value> = Map::new();
-    for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        map.insert(key.into_owned(), Value::String(value.into_owned()));
-    }
-    // variables and extensions travel as JSON text in the URL
-    let mut decoded = [None, None];
-    for (slot, name) in decoded.iter_mut().zip(["variables", "extensions"]) {
-        match map.remove(name) {
-            Some(Value::String(text)) => match serde_json::from_str(&text) {
-                Ok(value) => *slot = Some(value),
-                Err(_) => {
-                    let message = format!("`{name}` must be URL-encoded JSON");
-                    return error_response(
-                        media.request_error_status(),
-                        media,
-                        "BAD_REQUEST",
-                        &message,
-                    );
-                }
-            },
-            other => *slot = other,
-        }
-    }
-    let [variables, extensions] = decoded;
-    let params = Params {
-        query: map.remove("query"),
-        operation_name: map.remove("operationName"),
-        variables,
-        extensions,
+    let params = match read_get(media, raw) {
+        Ok(p) => p,
+        Err(response) => return response,
     };
     execute(
         &app,

@@ -3,6 +3,7 @@
 mod graphiql;
 mod graphql;
 mod health;
+mod partner;
 mod webhooks;
 mod ws;
 
@@ -33,6 +34,10 @@ pub fn router(app: Arc<App>) -> Router {
             get(graphql::get_handler).post(graphql::post_handler),
         )
         .route("/graphql/ws", get(ws::handler))
+        .route(
+            "/partner/graphql",
+            get(partner::get_handler).post(partner::post_handler),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

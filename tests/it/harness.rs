@@ -213,6 +213,10 @@ impl TestApp {
             settings.kafka.timeout_ms = 3_000;
         }
         settings.kafka.relay_interval_ms = 20;
+        // tests sign in and check out far more often than a person; the rate-limit tests set
+        // their own numbers
+        settings.rate_limits.member_burst = 100_000;
+        settings.rate_limits.ip_burst = 100_000;
         if let Some(tweak) = options.tweak {
             tweak(&mut settings);
         }

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS partner_operations;
+DROP TABLE IF EXISTS partners;
