@@ -42,6 +42,10 @@ enum Command {
         #[command(subcommand)]
         command: StaffCommand,
     },
+    /// Load and check the configuration (file and `RUIZHU_…` environment) as `serve` and
+    /// `worker` would, including the JWT and personal-data keys, then print a summary without
+    /// secrets. Opens no connection. Exits non-zero on an unknown key or a refused value.
+    CheckConfig,
     /// Print the GraphQL schema (SDL), or write it to a file.
     ExportSchema {
         /// Write here instead of standard output.
@@ -148,8 +152,37 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(id, username, role = role.as_str(), "staff account created");
             Ok(())
         }
+        Command::CheckConfig => check_config(&settings),
         Command::ExportSchema { .. } => Ok(()),
     }
+}
+
+fn check_config(settings: &Settings) -> anyhow::Result<()> {
+    domain::identity::TokenKeys::new(&settings.jwt)?;
+    domain::crypto::FieldCipher::new(&settings.crypto)?;
+    domain::crypto::BlindIndex::new(&settings.crypto)?;
+    let summary = serde_json::json!({
+        "env": format!("{:?}", settings.env).to_lowercase(),
+        "http_addr": settings.http.addr.to_string(),
+        "graphiql": settings.http.graphiql,
+        "workers_in_serve": settings.workers.in_serve,
+        "workers_addr": settings.workers.addr.to_string(),
+        "auto_migrate": settings.auto_migrate(),
+        "demo_seed": settings.demo_seed(),
+        "dev_login": settings.auth.dev_login,
+        "dev_payments": settings.dev_payments(),
+        "wechatpay_merchant": settings.wechatpay.merchant_configured(),
+        "events": if settings.kafka.brokers.as_deref().is_some_and(|b| !b.is_empty()) {
+            "kafka"
+        } else {
+            "in-process"
+        },
+        "field_key_ids": settings.crypto.field_keys.keys().collect::<Vec<_>>(),
+        "active_field_key": settings.crypto.active_field_key,
+    });
+    use std::io::Write as _;
+    writeln!(std::io::stdout(), "configuration ok: {summary}")?;
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -163,6 +196,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("listening on http://{addr} (GraphiQL at /graphiql)");
     // this process's sockets and caches always follow the events
     let mut tasks = app.consumers.spawn_local()?;
+    tasks.extend(ruizhu::workers::spawn_kafka_probe(app.clone()));
     if app.settings.workers.in_serve {
         // single-node mode: the workers run in this process too
         tasks.extend(ruizhu::workers::spawn_background(app.clone())?);
@@ -179,7 +213,8 @@ async fn worker(settings: Settings) -> anyhow::Result<()> {
     let addr = settings.workers.addr;
     tracing::info!(env = ?settings.env, %addr, "starting the worker");
     let app = App::build(settings)?;
-    let tasks = ruizhu::workers::spawn_background(app.clone())?;
+    let mut tasks = ruizhu::workers::spawn_background(app.clone())?;
+    tasks.extend(ruizhu::workers::spawn_kafka_probe(app.clone()));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
