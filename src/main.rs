@@ -42,6 +42,13 @@ enum Command {
         #[command(subcommand)]
         command: StaffCommand,
     },
+    /// GET a local URL and exit 0 on a 2xx answer: the container health check (the runtime
+    /// image has no curl or shell). Needs no configuration.
+    Probe {
+        /// What to ask, e.g. `http://127.0.0.1:8080/readyz`.
+        #[arg(default_value = "http://127.0.0.1:8080/healthz")]
+        url: url::Url,
+    },
     /// Load and check the configuration (file and `RUIZHU_…` environment) as `serve` and
     /// `worker` would, including the JWT and personal-data keys, then print a summary without
     /// secrets. Opens no connection. Exits non-zero on an unknown key or a refused value.
@@ -108,6 +115,10 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    if let Command::Probe { url } = &cli.command {
+        return probe(url).await;
+    }
+
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init_logging(&settings);
     match cli.command {
@@ -153,8 +164,38 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig => check_config(&settings),
-        Command::ExportSchema { .. } => Ok(()),
+        Command::ExportSchema { .. } | Command::Probe { .. } => Ok(()),
     }
+}
+
+/// One plain HTTP/1.1 GET with a 3-second bound; Ok only for a 2xx status.
+async fn probe(url: &url::Url) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    anyhow::ensure!(url.scheme() == "http", "probe speaks plain http only");
+    let host = url.host_str().context("the URL has no host")?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ruizhu-probe\r\nConnection: close\r\n\r\n",
+        &url[url::Position::BeforePath..url::Position::AfterQuery]
+    );
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = vec![0u8; 64];
+        let n = stream.read(&mut head).await?;
+        head.truncate(n);
+        Ok::<_, std::io::Error>(head)
+    })
+    .await
+    .context("no answer within 3 s")??;
+    let status_line = String::from_utf8_lossy(&answer);
+    let status = status_line.split_whitespace().nth(1).unwrap_or_default();
+    anyhow::ensure!(
+        status.starts_with('2') && status.len() == 3,
+        "{url} answered {:?}",
+        status_line.lines().next().unwrap_or_default()
+    );
+    Ok(())
 }
 
 fn check_config(settings: &Settings) -> anyhow::Result<()> {
