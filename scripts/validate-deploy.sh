@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Offline validation of the deployment files: Dockerfile (hadolint), docker-compose.yml
+# (compose-spec schema), k8s/ overlays rendered and validated against the Kubernetes and
+# prometheus-operator schemas, alert rules and prometheus.yml (promtool, with unit tests), the
+# Grafana dashboard, every metric they name against the code, and every container's environment
+# through `ruizhu check-config`. Details: scripts/validate_deploy.py.
+#
+# Installs its tools once into $RUIZHU_TOOLS (default ~/.cache/ruizhu-deploy-tools): a Python
+# venv with pinned PyPI packages, and promtool taken from Debian's prometheus package (extracted,
+# not installed: no daemon). Uses `kubectl kustomize` when kubectl is there, else a built-in
+# renderer of the same subset.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ruizhu-target}"
+tools="${RUIZHU_TOOLS:-$HOME/.cache/ruizhu-deploy-tools}"
+venv="$tools/venv"
+requirements="deploy/validate-requirements.txt"
+
+if [ ! -x "$venv/bin/python" ] || ! cmp -s "$requirements" "$venv/requirements.txt"; then
+  echo "validate-deploy: installing the validators into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/requirements.txt"
+fi
+
+promtool="$tools/promtool/usr/bin/promtool"
+if [ ! -x "$promtool" ]; then
+  echo "validate-deploy: extracting promtool from Debian's prometheus package"
+  work=$(mktemp -d)
+  (cd "$work" && { apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get download prometheus >/dev/null 2>&1; }; })
+  mkdir -p "$tools/promtool"
+  dpkg-deb -x "$work"/prometheus_*.deb "$tools/promtool"
+  rm -rf "$work"
+fi
+
+cargo build --locked --quiet --bin ruizhu
+export RUIZHU_BIN="$CARGO_TARGET_DIR/debug/ruizhu"
+export PROMTOOL="$promtool"
+export HADOLINT="$venv/bin/hadolint"
+export PATH="$venv/bin:$PATH"
+exec "$venv/bin/python" scripts/validate_deploy.py "$@"
