@@ -474,8 +474,9 @@ def compose_checks(ruizhu, tmp):
         mounted = any(v.startswith(f"./{rel}:") for s in services.values() for v in s.get("volumes", []))
         check(f"docker-compose.yml: mounts {rel}", mounted and (ROOT / rel).exists())
     for svc in ("migrate", "serve", "worker", "ops-account"):
+        # the whole environment: any RUIZHU_ variable, even one meant for something else
+        # (a password variable, say), is read as configuration and must be a known key
         env = services[svc]["environment"]
-        env = {k: v for k, v in env.items() if k.startswith("RUIZHU_") and not k.startswith("RUIZHU_DEMO_")}
         if ruizhu:
             summary = check_config(f"docker-compose.yml {svc}", env, ruizhu)
             if svc == "serve" and summary:

@@ -13,6 +13,7 @@ mod events;
 mod http_spec;
 mod identity;
 mod ops;
+mod ops_console;
 mod orders;
 mod payments;
 mod roles;

@@ -119,10 +119,11 @@ async fn graphiql_is_served_from_the_binary() {
         .filter_map(|s| s.split('"').next())
         .collect();
     assert_eq!(scripts.len(), 4);
-    for src in scripts
-        .iter()
-        .chain(std::iter::once(&"graphiql/assets/graphiql.min.css"))
-    {
+    for src in scripts.iter().chain(&[
+        "graphiql/assets/graphiql.min.css",
+        "graphiql/assets/ops.css",
+        "graphiql/assets/recipes.json",
+    ]) {
         assert!(!src.contains("://"), "asset from another host: {src}");
         let asset = app
             .client
