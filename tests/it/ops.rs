@@ -178,3 +178,62 @@ async fn graceful_shutdown_finishes_in_flight_work() {
         "no longer listening"
     );
 }
+
+#[tokio::test]
+async fn kafka_probe_tells_up_from_down() {
+    use crate::harness::kafka_brokers;
+    let up = TestApp::spawn_with(Options {
+        seed: false,
+        kafka: Some(kafka_brokers()),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(up.app.bus.probe().await, Some(true), "the test broker answers");
+
+    // nothing listens on this port
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = TestApp::spawn_with(Options {
+        seed: false,
+        kafka: Some(format!("127.0.0.1:{port}")),
+        tweak: Some(|s| s.kafka.timeout_ms = 1_000),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(down.app.bus.probe().await, Some(false));
+
+    let embedded = TestApp::spawn_with(Options {
+        seed: false,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(embedded.app.bus.probe().await, None, "no Kafka to probe");
+}
+
+#[tokio::test]
+async fn operations_gauges_are_exported() {
+    let app = TestApp::spawn_with(Options {
+        seed: false,
+        ..Options::default()
+    })
+    .await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // present from the start, not only after the first socket or the first Redis failure
+    for name in ["ruizhu_websocket_connections", "ruizhu_redis_up"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{text}"
+        );
+    }
+}
