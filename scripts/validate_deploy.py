@@ -9,7 +9,8 @@ environment of every ruizhu container loaded by `ruizhu check-config`; and the o
 policies (non-root, read-only root, probes, drain time, migrations only from the Job, …).
 
     validate_deploy.py [--write-prometheusrule]
-Environment: RUIZHU_BIN (the ruizhu binary), PROMTOOL, HADOLINT, KUBECTL (optional).
+Environment: RUIZHU_BIN (the ruizhu binary), PROMTOOL, HADOLINT, KUBECTL (optional; `none` uses
+only the built-in renderer).
 """
 
 import base64
@@ -161,7 +162,7 @@ def render(overlay):
     directory = K8S / "overlays" / overlay
     mine = sorted(mini_kustomize(directory), key=_key)
     kubectl = os.environ.get("KUBECTL") or shutil.which("kubectl")
-    if kubectl:
+    if kubectl and kubectl != "none":
         out = run([kubectl, "kustomize", str(directory)])
         if out.returncode == 0:
             theirs = sorted([d for d in yaml.safe_load_all(out.stdout) if d], key=_key)

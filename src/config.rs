@@ -223,6 +223,12 @@ impl Settings {
                 "set RUIZHU_JWT__SECRET: the development signing key is refused in production"
             );
             anyhow::ensure!(
+                self.jwt.secondary_secret.as_ref().is_none_or(|k| {
+                    k.expose_secret() != domain::identity::tokens::DEV_JWT_SECRET
+                }),
+                "RUIZHU_JWT__SECONDARY_SECRET: the development signing key is refused in production"
+            );
+            anyhow::ensure!(
                 !self.crypto.uses_development_keys(),
                 "set RUIZHU_CRYPTO__FIELD_KEYS__* and RUIZHU_CRYPTO__BLIND_INDEX_KEY: development keys are refused in production"
             );

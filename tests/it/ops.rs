@@ -188,7 +188,11 @@ async fn kafka_probe_tells_up_from_down() {
         ..Options::default()
     })
     .await;
-    assert_eq!(up.app.bus.probe().await, Some(true), "the test broker answers");
+    assert_eq!(
+        up.app.bus.probe().await,
+        Some(true),
+        "the test broker answers"
+    );
 
     // nothing listens on this port
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -136,7 +136,10 @@ fn ruizhu(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 fn check_config_refuses_what_the_process_would_refuse() {
     let ok = ruizhu(
         &["check-config"],
-        &[("RUIZHU_ENV", "test"), ("RUIZHU_WORKERS__IN_SERVE", "false")],
+        &[
+            ("RUIZHU_ENV", "test"),
+            ("RUIZHU_WORKERS__IN_SERVE", "false"),
+        ],
     );
     assert!(ok.status.success(), "{ok:?}");
     let summary = String::from_utf8_lossy(&ok.stdout);
@@ -144,7 +147,10 @@ fn check_config_refuses_what_the_process_would_refuse() {
     // what Kubernetes injects for a Service named ruizhu-… when enableServiceLinks is on
     let linked = ruizhu(
         &["check-config"],
-        &[("RUIZHU_ENV", "test"), ("RUIZHU_API_SERVICE_HOST", "10.0.0.1")],
+        &[
+            ("RUIZHU_ENV", "test"),
+            ("RUIZHU_API_SERVICE_HOST", "10.0.0.1"),
+        ],
     );
     assert!(!linked.status.success());
     assert!(
