@@ -34,9 +34,17 @@ if [ ! -x "$promtool" ]; then
   rm -rf "$work"
 fi
 
-cargo build --locked --quiet --bin ruizhu
-export RUIZHU_BIN="$CARGO_TARGET_DIR/debug/ruizhu"
+# a private copy of this tree's binary: a target directory shared with other checkouts may be
+# rebuilt from another tree while the checks run
+bin=$(mktemp -d)/ruizhu
+trap 'rm -rf "$(dirname "$bin")"' EXIT
+for _ in 1 2 3; do
+  cargo build --locked --quiet --bin ruizhu
+  cp "$CARGO_TARGET_DIR/debug/ruizhu" "$bin"
+  "$bin" --help | grep -q check-config && break
+done
+export RUIZHU_BIN="$bin"
 export PROMTOOL="$promtool"
 export HADOLINT="$venv/bin/hadolint"
 export PATH="$venv/bin:$PATH"
-exec "$venv/bin/python" scripts/validate_deploy.py "$@"
+"$venv/bin/python" scripts/validate_deploy.py "$@"

@@ -341,6 +341,8 @@ def k8s_checks(overlay, docs, ruizhu):
     grace_ms = int(config.get("RUIZHU_HTTP__SHUTDOWN_GRACE_MS", "10000"))
     check(f"{name}: pods never migrate (RUIZHU_DATABASE__AUTO_MIGRATE=false)",
           config.get("RUIZHU_DATABASE__AUTO_MIGRATE") == "false")
+    check(f"{name}: behind the Ingress, the caller's address comes from X-Forwarded-For (one trusted hop)",
+          config.get("RUIZHU_HTTP__TRUSTED_PROXY_HOPS") == "1")
 
     workloads = by_kind.get("Deployment", []) + by_kind.get("Job", [])
     for w in workloads:

@@ -93,6 +93,9 @@ pub struct HttpSettings {
     pub ws_max_subscriptions: usize,
     /// WebSocket ping interval in ms; a peer silent for two intervals is disconnected.
     pub ws_ping_interval_ms: u64,
+    /// Reverse proxies in front of the service whose `X-Forwarded-For` entries are trusted for
+    /// the caller's address (0: the TCP peer is the caller; 1: one ingress).
+    pub trusted_proxy_hops: usize,
 }
 
 impl Default for HttpSettings {
@@ -105,6 +108,7 @@ impl Default for HttpSettings {
             ws_init_timeout_ms: 10_000,
             ws_max_subscriptions: 20,
             ws_ping_interval_ms: 15_000,
+            trusted_proxy_hops: 0,
         }
     }
 }

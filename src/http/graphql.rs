@@ -481,7 +481,11 @@ pub async fn post_handler(
         false,
         &headers,
         ClientInfo {
-            ip: Some(peer.ip()),
+            ip: Some(super::client_ip::client_ip(
+                app.settings.http.trusted_proxy_hops,
+                peer.ip(),
+                &headers,
+            )),
         },
     )
     .await
@@ -534,7 +538,11 @@ pub async fn get_handler(
         true,
         &headers,
         ClientInfo {
-            ip: Some(peer.ip()),
+            ip: Some(super::client_ip::client_ip(
+                app.settings.http.trusted_proxy_hops,
+                peer.ip(),
+                &headers,
+            )),
         },
     )
     .await

@@ -1,5 +1,6 @@
 //! HTTP: the router, its middleware stack and the server loop.
 
+mod client_ip;
 mod graphiql;
 mod graphql;
 mod health;

@@ -241,3 +241,56 @@ async fn operations_gauges_are_exported() {
         );
     }
 }
+
+#[tokio::test]
+async fn login_limits_follow_the_forwarded_address_behind_a_trusted_proxy() {
+    let app = TestApp::spawn_with(Options {
+        seed: false,
+        tweak: Some(|s| {
+            s.http.trusted_proxy_hops = 1;
+            s.auth.max_failed_logins_per_ip = 3;
+        }),
+        ..Options::default()
+    })
+    .await;
+    let pw = secrecy::SecretString::from("ops-password-123".to_owned());
+    app.app
+        .identity
+        .create_staff("olivia", &pw, domain::identity::Role::Ops, "")
+        .await
+        .unwrap();
+    let login = |from: &'static str, user: &'static str, password: &'static str| {
+        let request = app
+            .client
+            .post(app.url("/graphql"))
+            // what the ingress appends; the client's own first entry is not believed
+            .header("x-forwarded-for", format!("198.51.100.1, {from}"))
+            .json(&json!({
+                "query": "mutation L($u: String!, $p: String!) { staffLogin(username: $u, password: $p) { accessToken } }",
+                "variables": { "u": user, "p": password },
+            }));
+        async move {
+            let body: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            body["errors"][0]["extensions"]["code"]
+                .as_str()
+                .unwrap_or("OK")
+                .to_owned()
+        }
+    };
+    for user in ["a1", "a2", "a3"] {
+        assert_eq!(
+            login("203.0.113.7", user, "wrong-password-1").await,
+            "UNAUTHENTICATED"
+        );
+    }
+    assert_eq!(
+        login("203.0.113.7", "olivia", "ops-password-123").await,
+        "RATE_LIMITED",
+        "that address is throttled"
+    );
+    assert_eq!(
+        login("203.0.113.8", "olivia", "ops-password-123").await,
+        "OK",
+        "another caller behind the same proxy is not"
+    );
+}
