@@ -2,7 +2,7 @@
 // every outside host blocked) opens /graphiql, signs in with a staff account through the page's
 // form, opens the saved "Orders awaiting shipment" recipe and runs it (the order placed for
 // this test is listed), then opens "Ship an order", fills in its variables and runs it (the
-// order is SHIPPED). The server must run with RUIZHU_AUTH__DEV_LOGIN=true (the test's customer
+// order is SHIPPED), then "Watch orders live" (a subscription) and sees the next order arrive. The server must run with RUIZHU_AUTH__DEV_LOGIN=true (the test's customer
 // signs in with a development login) and development payments (no merchant).
 //   node graphiql-ops-console.mjs http://127.0.0.1:8080 USERNAME [screenshot-prefix]
 // The staff password is read from OPS_CONSOLE_PASSWORD.
@@ -32,7 +32,7 @@ const address = (await gql(`mutation A($input: AddressInput!) { addAddress(input
   input: { recipient: '王小姐', phone: '13800138000', province: '上海市', city: '上海市', district: '静安区', detail: '南京西路 1 号' },
 }, buyer)).addAddress.address.id;
 const products = await gql('{ products(first: 20) { edges { node { skus { id available } } } } }');
-const sku = products.products.edges.flatMap((e) => e.node.skus).find((s) => s.available).id;
+const [sku, otherSku] = products.products.edges.flatMap((e) => e.node.skus).filter((s) => s.available).map((s) => s.id);
 const placed = (await gql(`mutation P($input: PlaceOrderInput!) { placeOrder(input: $input) { order { id orderNo } errors { code message } } }`, {
   input: { idempotencyKey: `ops-console-${Date.now()}`, lines: [{ skuId: sku, quantity: 1 }], addressId: address },
 }, buyer)).placeOrder;
@@ -131,6 +131,28 @@ try {
     !shipped.errors && shipped.data?.shipOrder?.order?.status === 'SHIPPED'
       && shipped.data.shipOrder.errors.length === 0 && shipped.data.shipOrder.order.trackingNo === 'SF1234567890']);
   if (screenshots) await page.screenshot({ path: `${screenshots}-shipped.png` });
+
+  // saved operation 3: watch orders live (a subscription over the WebSocket, staff token in
+  // connection_init); a new order placed meanwhile shows up
+  await page.tap('#ops-recipes-toggle');
+  await page.tap('#ops-recipes-list button[data-recipe="live-orders"]');
+  await page.waitForFunction(() => document.querySelector('.graphiql-query-editor .CodeMirror')
+    .CodeMirror.getValue().includes('subscription LiveOrders'), null, { timeout: 5000 });
+  await page.waitForTimeout(400);
+  await page.tap('.graphiql-execute-button');
+  await page.waitForTimeout(1000); // subscribed
+  const second = (await gql(`mutation P($input: PlaceOrderInput!) { placeOrder(input: $input) { order { orderNo } errors { code message } } }`, {
+    input: { idempotencyKey: `ops-console-live-${Date.now()}`, lines: [{ skuId: otherSku, quantity: 1 }], addressId: address },
+  }, buyer)).placeOrder;
+  if (!second.order) throw new Error(`could not place the second order: ${JSON.stringify(second.errors)}`);
+  const next = second.order.orderNo;
+  const live = await page.waitForFunction((want) => {
+    const pane = document.querySelector('.graphiql-response .CodeMirror');
+    const text = pane && pane.CodeMirror.getValue();
+    return text && text.includes(want) ? text : null;
+  }, next, { timeout: 10000 }).then((h) => h.jsonValue());
+  checks.push(['"Watch orders live" receives the next order over the WebSocket',
+    live.includes('"order.placed"') && !live.includes('"errors"')]);
 
   // phone layout: nothing wider than the screen, run button and result pane on screen
   const layout = await page.evaluate(() => {
