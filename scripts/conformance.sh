@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Third-party checks against a live server: the graphql-http audit suite (GraphQL over HTTP)
-# and GraphiQL driven in headless Chromium with the outside network blocked.
+# Third-party checks against a live server: the graphql-http audit suite (GraphQL over HTTP),
+# GraphiQL driven in headless Chromium with the outside network blocked, and the ops console on
+# a phone-sized screen (staff sign-in, saved recipes run).
 # Starts its own server on a free port with its own database, and removes both afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,10 +37,18 @@ for _ in $(seq 1 120); do
 done
 curl -fsS "http://127.0.0.1:${port}/readyz" >/dev/null || { cat "$log"; exit 1; }
 
+# a staff account for the ops console check (signs in through GraphiQL's own form)
+ops_user="ops-conformance"
+export OPS_CONSOLE_PASSWORD="conformance-$$-$(date +%s)-pw"
+"$CARGO_TARGET_DIR/debug/ruizhu" staff create --username "$ops_user" --role OPS \
+  --display-name "Conformance ops" --password-env OPS_CONSOLE_PASSWORD >/dev/null
+
 passed=0; failed=0
 if node tests/conformance/graphql-http-audit.mjs "http://127.0.0.1:${port}/graphql"; then
   passed=$((passed + 1)); else failed=$((failed + 1)); fi
 if node tests/conformance/graphiql-browser.mjs "http://127.0.0.1:${port}"; then
+  passed=$((passed + 1)); else failed=$((failed + 1)); fi
+if node tests/conformance/graphiql-ops-console.mjs "http://127.0.0.1:${port}" "$ops_user"; then
   passed=$((passed + 1)); else failed=$((failed + 1)); fi
 echo "conformance: ${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ]

@@ -104,6 +104,9 @@ pub struct HttpSettings {
     pub ws_max_subscriptions: usize,
     /// WebSocket ping interval in ms; a peer silent for two intervals is disconnected.
     pub ws_ping_interval_ms: u64,
+    /// Reverse proxies in front of the service whose `X-Forwarded-For` entries are trusted for
+    /// the caller's address (0: the TCP peer is the caller; 1: one ingress).
+    pub trusted_proxy_hops: usize,
 }
 
 impl Default for HttpSettings {
@@ -116,6 +119,7 @@ impl Default for HttpSettings {
             ws_init_timeout_ms: 10_000,
             ws_max_subscriptions: 20,
             ws_ping_interval_ms: 15_000,
+            trusted_proxy_hops: 0,
         }
     }
 }
@@ -300,6 +304,12 @@ impl Settings {
             anyhow::ensure!(
                 self.jwt.secret.expose_secret() != domain::identity::tokens::DEV_JWT_SECRET,
                 "set RUIZHU_JWT__SECRET: the development signing key is refused in production"
+            );
+            anyhow::ensure!(
+                self.jwt.secondary_secret.as_ref().is_none_or(|k| {
+                    k.expose_secret() != domain::identity::tokens::DEV_JWT_SECRET
+                }),
+                "RUIZHU_JWT__SECONDARY_SECRET: the development signing key is refused in production"
             );
             anyhow::ensure!(
                 !self.crypto.uses_development_keys(),

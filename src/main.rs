@@ -47,6 +47,17 @@ enum Command {
         #[command(subcommand)]
         command: PartnerCommand,
     },
+    /// GET a local URL and exit 0 on a 2xx answer: the container health check (the runtime
+    /// image has no curl or shell). Needs no configuration.
+    Probe {
+        /// What to ask, e.g. `http://127.0.0.1:8080/readyz`.
+        #[arg(default_value = "http://127.0.0.1:8080/healthz")]
+        url: url::Url,
+    },
+    /// Load and check the configuration (file and `RUIZHU_…` environment) as `serve` and
+    /// `worker` would, including the JWT and personal-data keys, then print a summary without
+    /// secrets. Opens no connection. Exits non-zero on an unknown key or a refused value.
+    CheckConfig,
     /// Print the GraphQL schema (SDL), or write it to a file.
     ExportSchema {
         /// Write here instead of standard output.
@@ -191,6 +202,10 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    if let Command::Probe { url } = &cli.command {
+        return probe(url).await;
+    }
+
     let settings = Settings::load(cli.config.as_deref())?;
     if let Command::Partner { command } = cli.command {
         // standard output is the command's result (a key, the registered operations)
@@ -241,8 +256,67 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(id, username, role = role.as_str(), "staff account created");
             Ok(())
         }
-        Command::ExportSchema { .. } | Command::Partner { .. } => Ok(()),
+        Command::CheckConfig => check_config(&settings),
+        Command::ExportSchema { .. } | Command::Partner { .. } | Command::Probe { .. } => Ok(()),
     }
+}
+
+/// One plain HTTP/1.1 GET with a 3-second bound; Ok only for a 2xx status.
+async fn probe(url: &url::Url) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    anyhow::ensure!(url.scheme() == "http", "probe speaks plain http only");
+    let host = url.host_str().context("the URL has no host")?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ruizhu-probe\r\nConnection: close\r\n\r\n",
+        &url[url::Position::BeforePath..url::Position::AfterQuery]
+    );
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = vec![0u8; 64];
+        let n = stream.read(&mut head).await?;
+        head.truncate(n);
+        Ok::<_, std::io::Error>(head)
+    })
+    .await
+    .context("no answer within 3 s")??;
+    let status_line = String::from_utf8_lossy(&answer);
+    let status = status_line.split_whitespace().nth(1).unwrap_or_default();
+    anyhow::ensure!(
+        status.starts_with('2') && status.len() == 3,
+        "{url} answered {:?}",
+        status_line.lines().next().unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn check_config(settings: &Settings) -> anyhow::Result<()> {
+    domain::identity::TokenKeys::new(&settings.jwt)?;
+    domain::crypto::FieldCipher::new(&settings.crypto)?;
+    domain::crypto::BlindIndex::new(&settings.crypto)?;
+    let summary = serde_json::json!({
+        "env": format!("{:?}", settings.env).to_lowercase(),
+        "http_addr": settings.http.addr.to_string(),
+        "graphiql": settings.http.graphiql,
+        "workers_in_serve": settings.workers.in_serve,
+        "workers_addr": settings.workers.addr.to_string(),
+        "auto_migrate": settings.auto_migrate(),
+        "demo_seed": settings.demo_seed(),
+        "dev_login": settings.auth.dev_login,
+        "dev_payments": settings.dev_payments(),
+        "wechatpay_merchant": settings.wechatpay.merchant_configured(),
+        "events": if settings.kafka.brokers.as_deref().is_some_and(|b| !b.is_empty()) {
+            "kafka"
+        } else {
+            "in-process"
+        },
+        "field_key_ids": settings.crypto.field_keys.keys().collect::<Vec<_>>(),
+        "active_field_key": settings.crypto.active_field_key,
+    });
+    use std::io::Write as _;
+    writeln!(std::io::stdout(), "configuration ok: {summary}")?;
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -256,6 +330,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("listening on http://{addr} (GraphiQL at /graphiql)");
     // this process's sockets and caches always follow the events
     let mut tasks = app.consumers.spawn_local()?;
+    tasks.extend(ruizhu::workers::spawn_kafka_probe(app.clone()));
     if app.settings.workers.in_serve {
         // single-node mode: the workers run in this process too
         tasks.extend(ruizhu::workers::spawn_background(app.clone())?);
@@ -272,7 +347,8 @@ async fn worker(settings: Settings) -> anyhow::Result<()> {
     let addr = settings.workers.addr;
     tracing::info!(env = ?settings.env, %addr, "starting the worker");
     let app = App::build(settings)?;
-    let tasks = ruizhu::workers::spawn_background(app.clone())?;
+    let mut tasks = ruizhu::workers::spawn_background(app.clone())?;
+    tasks.extend(ruizhu::workers::spawn_kafka_probe(app.clone()));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;

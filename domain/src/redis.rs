@@ -75,6 +75,9 @@ impl Redis {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(settings.retry_after_ms));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        // believed up until a call fails (the gauge then follows every change), so the series
+        // exists from the start and "Redis down" is a value, not a missing series
+        metrics::gauge!("ruizhu_redis_up").set(1.0);
         Ok(Self {
             inner: Arc::new(RedisInner {
                 prefix: settings.key_prefix.clone(),

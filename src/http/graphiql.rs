@@ -1,5 +1,7 @@
 //! `GET /graphiql`: GraphiQL served entirely from this binary (React, GraphiQL and its CSS are
 //! vendored under `assets/graphiql/vendor` from the npm packages), so it works with no internet.
+//! It is the staff ops console: `init.js` adds a staff sign-in, a phone layout (`ops.css`) and
+//! saved operations (`recipes.json`).
 
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
@@ -42,7 +44,20 @@ const ASSETS: &[Asset] = &[
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../assets/graphiql/init.js"),
     },
+    Asset {
+        name: "ops.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../assets/graphiql/ops.css"),
+    },
+    Asset {
+        name: "recipes.json",
+        content_type: "application/json",
+        body: RECIPES.as_bytes(),
+    },
 ];
+
+/// The ops recipes: saved operations the console offers (tests/it/ops_console.rs validates them).
+const RECIPES: &str = include_str!("../../assets/graphiql/recipes.json");
 
 /// The GraphiQL page.
 pub async fn page() -> Response {

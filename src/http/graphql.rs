@@ -601,7 +601,11 @@ pub async fn post_handler(
         false,
         &headers,
         ClientInfo {
-            ip: Some(peer.ip()),
+            ip: Some(super::client_ip::client_ip(
+                app.settings.http.trusted_proxy_hops,
+                peer.ip(),
+                &headers,
+            )),
         },
     )
     .await
@@ -628,7 +632,11 @@ pub async fn get_handler(
         true,
         &headers,
         ClientInfo {
-            ip: Some(peer.ip()),
+            ip: Some(super::client_ip::client_ip(
+                app.settings.http.trusted_proxy_hops,
+                peer.ip(),
+                &headers,
+            )),
         },
     )
     .await

@@ -1,5 +1,5 @@
-//! Probes and metrics: `/healthz` (the process answers), `/readyz` (MySQL and Redis answer),
-//! `/metrics` (Prometheus text format).
+//! Probes and metrics: `/healthz` (the process answers), `/readyz` (MySQL answers; Redis is
+//! reported but does not decide), `/metrics` (Prometheus text format).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,9 @@ pub async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// Readiness: MySQL and Redis both answer within a second.
+/// Readiness: MySQL answers within a second. Redis is reported too, but a Redis outage only
+/// costs the cache (the service keeps serving from MySQL), so it must not take every replica
+/// out of its load balancer at once: the answer stays 200 with `"redis": "down"`.
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     let limit = Duration::from_secs(1);
     let (mysql, redis) = tokio::join!(
@@ -26,7 +28,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     );
     let mysql_up = matches!(mysql, Ok(Ok(())));
     let redis_up = matches!(redis, Ok(true));
-    let status = if mysql_up && redis_up {
+    let status = if mysql_up {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -1,5 +1,6 @@
 //! HTTP: the router, its middleware stack and the server loop.
 
+mod client_ip;
 mod graphiql;
 mod graphql;
 mod health;
@@ -28,6 +29,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Every route of the service with the production middleware stack.
 pub fn router(app: Arc<App>) -> Router {
     let body_limit = app.settings.http.body_limit_bytes;
+    // exported as 0 from the start, not missing until the first WebSocket
+    metrics::gauge!("ruizhu_websocket_connections").increment(0.0);
     let mut routes = Router::new()
         .route(
             "/graphql",

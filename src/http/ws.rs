@@ -90,7 +90,25 @@ fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
+/// Counts this process's open GraphQL WebSockets in `ruizhu_websocket_connections` for as long
+/// as it lives.
+struct OpenSocket;
+
+impl OpenSocket {
+    fn new() -> Self {
+        metrics::gauge!("ruizhu_websocket_connections").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        metrics::gauge!("ruizhu_websocket_connections").decrement(1.0);
+    }
+}
+
 async fn serve(app: Arc<App>, socket: WebSocket, protocol: WebSocketProtocols) {
+    let _open = OpenSocket::new();
     let http = &app.settings.http;
     let max_subscriptions = http.ws_max_subscriptions;
     let ping_every = Duration::from_millis(http.ws_ping_interval_ms.max(100));

@@ -149,6 +149,33 @@ pub fn spawn_relay(app: Arc<App>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Asks the Kafka cluster for its metadata every 15 seconds and exports the answer as
+/// `ruizhu_kafka_up` (1 or 0), so "Kafka down" is visible even when no event is waiting to be
+/// published. Nothing to do for the in-process bus.
+pub fn spawn_kafka_probe(app: Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
+    if app.bus.is_embedded() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(15));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_up = true;
+        loop {
+            ticker.tick().await;
+            let up = app.bus.probe().await.unwrap_or(true);
+            metrics::gauge!("ruizhu_kafka_up").set(if up { 1.0 } else { 0.0 });
+            if up != was_up {
+                if up {
+                    tracing::info!("Kafka answers again");
+                } else {
+                    tracing::warn!("Kafka does not answer; the outbox keeps the events");
+                }
+                was_up = up;
+            }
+        }
+    }))
+}
+
 /// The relay and every event consumer (fan-out to subscriptions, cache invalidation, WeChat
 /// messages, shipping uploads).
 pub fn spawn_event_workers(app: Arc<App>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {

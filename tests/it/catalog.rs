@@ -418,8 +418,9 @@ async fn catalog_is_served_from_mysql_when_redis_dies() {
     }
     // the breaker keeps Redis out of the request path: 20 requests never wait 20 timeouts
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // still ready: a Redis outage must not take every replica out of its load balancer
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["redis"], "down");
     assert_eq!(body["mysql"], "up");

@@ -16,6 +16,7 @@ mod identity;
 mod limits;
 mod membership;
 mod ops;
+mod ops_console;
 mod orders;
 mod partner;
 mod payments;

@@ -119,10 +119,11 @@ async fn graphiql_is_served_from_the_binary() {
         .filter_map(|s| s.split('"').next())
         .collect();
     assert_eq!(scripts.len(), 4);
-    for src in scripts
-        .iter()
-        .chain(std::iter::once(&"graphiql/assets/graphiql.min.css"))
-    {
+    for src in scripts.iter().chain(&[
+        "graphiql/assets/graphiql.min.css",
+        "graphiql/assets/ops.css",
+        "graphiql/assets/recipes.json",
+    ]) {
         assert!(!src.contains("://"), "asset from another host: {src}");
         let asset = app
             .client
@@ -175,5 +176,121 @@ async fn graceful_shutdown_finishes_in_flight_work() {
             .await
             .is_err(),
         "no longer listening"
+    );
+}
+
+#[tokio::test]
+async fn kafka_probe_tells_up_from_down() {
+    use crate::harness::kafka_brokers;
+    let up = TestApp::spawn_with(Options {
+        seed: false,
+        kafka: Some(kafka_brokers()),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(
+        up.app.bus.probe().await,
+        Some(true),
+        "the test broker answers"
+    );
+
+    // nothing listens on this port
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = TestApp::spawn_with(Options {
+        seed: false,
+        kafka: Some(format!("127.0.0.1:{port}")),
+        tweak: Some(|s| s.kafka.timeout_ms = 1_000),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(down.app.bus.probe().await, Some(false));
+
+    let embedded = TestApp::spawn_with(Options {
+        seed: false,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(embedded.app.bus.probe().await, None, "no Kafka to probe");
+}
+
+#[tokio::test]
+async fn operations_gauges_are_exported() {
+    let app = TestApp::spawn_with(Options {
+        seed: false,
+        ..Options::default()
+    })
+    .await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // present from the start, not only after the first socket or the first Redis failure
+    for name in ["ruizhu_websocket_connections", "ruizhu_redis_up"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn login_limits_follow_the_forwarded_address_behind_a_trusted_proxy() {
+    let app = TestApp::spawn_with(Options {
+        seed: false,
+        tweak: Some(|s| {
+            s.http.trusted_proxy_hops = 1;
+            s.auth.max_failed_logins_per_ip = 3;
+        }),
+        ..Options::default()
+    })
+    .await;
+    let pw = secrecy::SecretString::from("ops-password-123".to_owned());
+    app.app
+        .identity
+        .create_staff("olivia", &pw, domain::identity::Role::Ops, "")
+        .await
+        .unwrap();
+    let login = |from: &'static str, user: &'static str, password: &'static str| {
+        let request = app
+            .client
+            .post(app.url("/graphql"))
+            // what the ingress appends; the client's own first entry is not believed
+            .header("x-forwarded-for", format!("198.51.100.1, {from}"))
+            .json(&json!({
+                "query": "mutation L($u: String!, $p: String!) { staffLogin(username: $u, password: $p) { accessToken } }",
+                "variables": { "u": user, "p": password },
+            }));
+        async move {
+            let body: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            body["errors"][0]["extensions"]["code"]
+                .as_str()
+                .unwrap_or("OK")
+                .to_owned()
+        }
+    };
+    for user in ["a1", "a2", "a3"] {
+        assert_eq!(
+            login("203.0.113.7", user, "wrong-password-1").await,
+            "UNAUTHENTICATED"
+        );
+    }
+    assert_eq!(
+        login("203.0.113.7", "olivia", "ops-password-123").await,
+        "RATE_LIMITED",
+        "that address is throttled"
+    );
+    assert_eq!(
+        login("203.0.113.8", "olivia", "ops-password-123").await,
+        "OK",
+        "another caller behind the same proxy is not"
     );
 }

@@ -122,3 +122,62 @@ async fn the_worker_process_relays_events_and_sweeps_orders() {
         "the worker's sweeper cancelled the expired order"
     );
 }
+
+fn ruizhu(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ruizhu"));
+    cmd.args(args).env("RUST_BACKTRACE", "0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the ruizhu binary runs")
+}
+
+#[test]
+fn check_config_refuses_what_the_process_would_refuse() {
+    let ok = ruizhu(
+        &["check-config"],
+        &[
+            ("RUIZHU_ENV", "test"),
+            ("RUIZHU_WORKERS__IN_SERVE", "false"),
+        ],
+    );
+    assert!(ok.status.success(), "{ok:?}");
+    let summary = String::from_utf8_lossy(&ok.stdout);
+    assert!(summary.contains("\"workers_in_serve\":false"), "{summary}");
+    // what Kubernetes injects for a Service named ruizhu-… when enableServiceLinks is on
+    let linked = ruizhu(
+        &["check-config"],
+        &[
+            ("RUIZHU_ENV", "test"),
+            ("RUIZHU_API_SERVICE_HOST", "10.0.0.1"),
+        ],
+    );
+    assert!(!linked.status.success());
+    assert!(
+        String::from_utf8_lossy(&linked.stderr).contains("api_service_host"),
+        "{linked:?}"
+    );
+    let weak = ruizhu(
+        &["check-config"],
+        &[("RUIZHU_ENV", "test"), ("RUIZHU_JWT__SECRET", "short")],
+    );
+    assert!(!weak.status.success(), "a short JWT key is refused");
+}
+
+#[tokio::test]
+async fn probe_is_the_container_health_check() {
+    let app = crate::harness::TestApp::spawn_with(Options {
+        seed: false,
+        ..Options::default()
+    })
+    .await;
+    let url = |path: &str| app.url(path);
+    let (healthy, missing) = tokio::task::spawn_blocking({
+        let (h, m) = (url("/readyz"), url("/nope"));
+        move || (ruizhu(&["probe", &h], &[]), ruizhu(&["probe", &m], &[]))
+    })
+    .await
+    .unwrap();
+    assert!(healthy.status.success(), "{healthy:?}");
+    assert!(!missing.status.success(), "a 404 is not healthy");
+}

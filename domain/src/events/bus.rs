@@ -72,6 +72,25 @@ impl Bus {
         matches!(self, Bus::Embedded(_))
     }
 
+    /// Whether the Kafka cluster answers a metadata request within the configured timeout;
+    /// `None` for the in-process bus. Blocking librdkafka call, run off the async runtime.
+    pub async fn probe(&self) -> Option<bool> {
+        let Bus::Kafka(k) = self else {
+            return None;
+        };
+        let producer = k.producer.clone();
+        let timeout = Duration::from_millis(k.settings.timeout_ms);
+        let answered = tokio::task::spawn_blocking(move || {
+            rdkafka::producer::Producer::client(&producer)
+                .fetch_metadata(None, timeout)
+                .map(|m| !m.brokers().is_empty())
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        Some(answered)
+    }
+
     /// Creates the topics (Kafka; already existing ones are fine).
     pub async fn ensure_topics(&self) -> anyhow::Result<()> {
         let Bus::Kafka(k) = self else {

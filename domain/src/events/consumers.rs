@@ -123,6 +123,16 @@ where
     Fut: std::future::Future<Output = DomainResult<()>>,
 {
     while let Some(delivery) = subscription.next().await {
+        // how far behind the change this consumer is (outbox relay + transport + queueing):
+        // the consumer lag in seconds, comparable across Kafka and the in-process bus
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(&delivery.event.occurred_at) {
+            let behind = (chrono::Utc::now() - at.with_timezone(&chrono::Utc))
+                .num_milliseconds()
+                .max(0) as f64
+                / 1000.0;
+            metrics::histogram!("ruizhu_event_consumer_delay_seconds", "consumer" => name)
+                .record(behind);
+        }
         let mut pause = std::time::Duration::from_millis(200);
         loop {
             match handle(delivery.event.clone()).await {

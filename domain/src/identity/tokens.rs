@@ -14,6 +14,9 @@ use super::{Principal, Role};
 pub struct JwtSettings {
     /// HMAC key for HS256, at least 32 bytes. Production refuses the development default.
     pub secret: SecretString,
+    /// A second key whose tokens are accepted but never issued (at least 32 bytes), for
+    /// rotating `secret` without signing anyone out (docs/operations.md, "Key rotation").
+    pub secondary_secret: Option<SecretString>,
     /// `iss` of issued tokens, and the only issuer accepted.
     pub issuer: String,
     /// `aud` of issued tokens, and the only audience accepted.
@@ -33,6 +36,7 @@ impl Default for JwtSettings {
     fn default() -> Self {
         Self {
             secret: SecretString::from(DEV_JWT_SECRET),
+            secondary_secret: None,
             issuer: "ruizhu".to_owned(),
             audience: "ruizhu-api".to_owned(),
             access_ttl_secs: 2 * 3600,
@@ -73,7 +77,8 @@ pub struct TokenSubject {
 #[derive(Clone)]
 pub struct TokenKeys {
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// `secret`, then `secondary_secret`.
+    decoding: Vec<DecodingKey>,
     validation: Validation,
     settings: JwtSettings,
 }
@@ -95,6 +100,15 @@ impl TokenKeys {
     pub fn new(settings: &JwtSettings) -> anyhow::Result<Self> {
         let secret = settings.secret.expose_secret().as_bytes();
         anyhow::ensure!(secret.len() >= 32, "jwt.secret must be at least 32 bytes");
+        let mut decoding = vec![DecodingKey::from_secret(secret)];
+        if let Some(secondary) = &settings.secondary_secret {
+            let secondary = secondary.expose_secret().as_bytes();
+            anyhow::ensure!(
+                secondary.len() >= 32,
+                "jwt.secondary_secret must be at least 32 bytes"
+            );
+            decoding.push(DecodingKey::from_secret(secondary));
+        }
         anyhow::ensure!(
             settings.leeway_secs <= 30,
             "jwt.leeway_secs must be at most 30"
@@ -113,7 +127,7 @@ impl TokenKeys {
         validation.validate_nbf = true;
         Ok(Self {
             encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            decoding,
             validation,
             settings: settings.clone(),
         })
@@ -147,9 +161,13 @@ impl TokenKeys {
             .unwrap_or_default()
     }
 
-    /// Verifies signature, algorithm, issuer, audience and expiry; `None` for anything else.
+    /// Verifies signature (by either key), algorithm, issuer, audience and expiry; `None` for
+    /// anything else.
     pub fn verify(&self, token: &str) -> Option<TokenSubject> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        let data = self
+            .decoding
+            .iter()
+            .find_map(|key| jsonwebtoken::decode::<Claims>(token, key, &self.validation).ok())?;
         let claims = data.claims;
         if claims.jti.is_empty() || claims.iat > now() + self.settings.leeway_secs {
             return None;
@@ -209,6 +227,51 @@ mod tests {
         );
         assert_eq!(subject.session_id, "sid-1");
         assert!(keys.verify(&format!("{token}x")).is_none());
+    }
+
+    #[test]
+    fn a_secondary_key_is_accepted_but_never_issued() {
+        let old = JwtSettings {
+            secret: SecretString::from("old-key-old-key-old-key-old-key-old-key"),
+            ..JwtSettings::default()
+        };
+        let new = JwtSettings {
+            secret: SecretString::from("new-key-new-key-new-key-new-key-new-key"),
+            ..JwtSettings::default()
+        };
+        let staff = Principal::Staff {
+            id: 7,
+            role: Role::Ops,
+        };
+        let by_old = TokenKeys::new(&old).unwrap().issue(staff, "sid");
+        let by_new = TokenKeys::new(&new).unwrap().issue(staff, "sid");
+        // phase 1: issue with the old key, accept the new one too
+        let phase1 = TokenKeys::new(&JwtSettings {
+            secondary_secret: Some(new.secret.clone()),
+            ..old.clone()
+        })
+        .unwrap();
+        assert!(phase1.verify(&by_old).is_some() && phase1.verify(&by_new).is_some());
+        // phase 2: issue with the new key, still accept the old one
+        let phase2 = TokenKeys::new(&JwtSettings {
+            secondary_secret: Some(old.secret.clone()),
+            ..new.clone()
+        })
+        .unwrap();
+        assert!(phase2.verify(&by_old).is_some());
+        assert!(
+            TokenKeys::new(&new)
+                .unwrap()
+                .verify(&phase2.issue(staff, "s"))
+                .is_some()
+        );
+        // phase 3: the old key alone is refused
+        assert!(TokenKeys::new(&new).unwrap().verify(&by_old).is_none());
+        let short = JwtSettings {
+            secondary_secret: Some(SecretString::from("short")),
+            ..JwtSettings::default()
+        };
+        assert!(TokenKeys::new(&short).is_err());
     }
 
     #[test]
