@@ -78,15 +78,32 @@ impl Carts {
             .transaction::<_, diesel::result::Error, _>(async |conn| {
                 // serialises this member's cart changes, so the 50-line limit holds under races
                 crate::identity::lock_member(conn, member_id).await?;
-                let sku: Option<(String, String, Option<i32>)> = skus::table
+                type Row = (String, String, Option<i32>, Option<i32>, String);
+                let sku: Option<Row> = skus::table
                     .inner_join(products::table)
                     .filter(skus::id.eq(sku_id))
-                    .select((skus::status, products::status, skus::purchase_limit))
+                    .select((
+                        skus::status,
+                        products::status,
+                        skus::purchase_limit,
+                        products::min_tier_rank,
+                        products::tier_gate,
+                    ))
                     .first(conn)
                     .await
                     .optional()?;
+                let rank: i32 = crate::schema::members::table
+                    .find(member_id)
+                    .select(crate::schema::members::tier_rank)
+                    .first(conn)
+                    .await?;
+                // a product hidden from the member's tier does not exist for them
+                let hidden = |gate: &Option<i32>, how: &str| {
+                    gate.is_some_and(|min| min > rank) && how == crate::catalog::GATE_HIDE
+                };
                 match &sku {
-                    Some((s, p, _)) if s == SKU_ACTIVE && p == STATUS_PUBLISHED => {}
+                    Some((s, p, _, gate, how))
+                        if s == SKU_ACTIVE && p == STATUS_PUBLISHED && !hidden(gate, how) => {}
                     _ => {
                         return Ok(Err(vec![UserError {
                             code: UserErrorCode::NotFound,

@@ -638,8 +638,8 @@ impl CatalogMutation {
         price_fen: Option<i64>,
     ) -> async_graphql::Result<ProductGatePayload> {
         let sku = id::decode("Sku", "skuId", &sku_id)?;
-        if price_fen.is_some_and(|p| p < 0) {
-            return Ok(ProductGatePayload::refused("priceFen", "not negative"));
+        if price_fen.is_some_and(|p| p < 1) {
+            return Ok(ProductGatePayload::refused("priceFen", "at least 1 fen"));
         }
         let Some(rank) = tier_rank_of(ctx, &tier_code).await? else {
             return Ok(ProductGatePayload::refused(

@@ -571,7 +571,8 @@ pub fn refusal_error(r: PriceRefusal) -> UserError {
     }
 }
 
-/// A quote for `lines` (SKU id, units) of member `member`.
+/// A quote for `lines` (SKU id, units) of member `member`. Lines the member's tier may not
+/// buy (a gate that changed since the cart was read) are left out, as checkout would refuse them.
 pub(crate) async fn quote(
     ctx: &Context<'_>,
     member: u64,
@@ -579,10 +580,21 @@ pub(crate) async fn quote(
     coupon_code: Option<&str>,
     points: i64,
 ) -> async_graphql::Result<QuotePayload> {
-    let priced = membership(ctx)
-        .preview(member, lines, coupon_code, points)
-        .await
-        .map_err(|e| internal(&e))?;
+    let mut lines = lines.to_vec();
+    let priced = loop {
+        let priced = membership(ctx)
+            .preview(member, &lines, coupon_code, points)
+            .await
+            .map_err(|e| internal(&e))?;
+        match priced {
+            Err(PriceRefusal::TierRequired { sku_id, .. })
+                if lines.iter().any(|(s, _)| *s == sku_id) =>
+            {
+                lines.retain(|(s, _)| *s != sku_id);
+            }
+            other => break other,
+        }
+    };
     Ok(match priced {
         Ok(p) => QuotePayload {
             quote: Some(CheckoutQuote::from(&p)),

@@ -509,6 +509,11 @@ fn checkout_error(e: CheckoutError) -> UserError {
         ),
         CheckoutError::Coupon(e) => crate::membership::coupon_error(e, "input.couponCode"),
         CheckoutError::Points(e) => crate::membership::points_error(e, "input.pointsToUse"),
+        CheckoutError::ZeroTotal => UserError::new(
+            UserErrorCode::InvalidInput,
+            Some("input.lines"),
+            "an order must cost at least ¥0.01",
+        ),
         CheckoutError::NoteTooLong => UserError::new(
             UserErrorCode::InvalidInput,
             Some("input.note"),

@@ -80,6 +80,9 @@ pub fn spawn_membership_worker(app: Arc<App>) -> tokio::task::JoinHandle<()> {
                     }
                 }
             }
+            if let Err(e) = app.membership.earn_missing(200).await {
+                tracing::warn!(error = %e, "points reconciliation failed; retrying next tick");
+            }
             if let Err(e) = app.membership.review_due(200).await {
                 tracing::warn!(error = %e, "tier review failed; retrying next tick");
             }

@@ -1046,4 +1046,275 @@ async fn a_late_payment_takes_back_the_points_of_its_cancelled_order() {
         "stock, points and coupon were still there: {paid}"
     );
     assert_eq!(assert_ledger_consistent(&app, max.member_id).await, 0);
+    // again, but the points were spent elsewhere in between: refunded, never taken twice
+    grant(&app, &ops, &max, 500).await;
+    let second = place_with(&app, &max, &[(sku, 1)], json!({ "pointsToUse": 500 })).await;
+    let id = second["order"]["id"].as_str().unwrap().to_owned();
+    app.post_as(&max.token, crate::orders::CANCEL, json!({ "id": id }))
+        .await;
+    let elsewhere = place_with(&app, &max, &[(sku, 1)], json!({ "pointsToUse": 500 })).await;
+    assert_eq!(elsewhere["errors"], json!([]));
+    let paid = app
+        .post_as(&max.token, CONFIRM, json!({ "id": id }))
+        .await
+        .1;
+    assert_eq!(payload(&paid)["order"]["status"], "CANCELLED", "{paid}");
+    assert_eq!(assert_ledger_consistent(&app, max.member_id).await, 0);
+    let refunds: i64 = {
+        use domain::schema::refunds;
+        let mut conn = app.app.db.conn().await.unwrap();
+        refunds::table
+            .filter(refunds::order_id.eq(decode_id(&id)))
+            .filter(refunds::kind.eq("auto"))
+            .count()
+            .get_result(&mut conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(refunds, 1, "the late payment is refunded in full");
+}
+
+#[tokio::test]
+async fn refusals_are_typed_for_odd_codes_zero_prices_and_huge_adjustments() {
+    let app = app().await;
+    let ops = staff_token(&app, "ops", domain::identity::Role::Ops).await;
+    let nia = buyer(&app, "nia").await;
+    let (sku, _) = sku_priced(&app, 10_000, 50_000_000).await;
+    for code in ["优惠券", "Éclat", "A B", "';--"] {
+        let placed = place_with(&app, &nia, &[(sku, 1)], json!({ "couponCode": code })).await;
+        assert_eq!(
+            placed["errors"][0]["code"], "COUPON_NOT_FOUND",
+            "{code}: {placed}"
+        );
+    }
+    let add = r#"mutation A($s: ID!) { addCartLine(skuId: $s, quantity: 1) { errors { code } } }"#;
+    app.post_as(&nia.token, add, json!({ "s": harness_id("Sku", sku) }))
+        .await;
+    let quote = r#"{ me { cart { quote(couponCode: "优惠券") { quote { total { amount } } errors { code } } } } }"#;
+    let q = app.post_as(&nia.token, quote, json!({})).await.1;
+    assert_eq!(
+        q["data"]["me"]["cart"]["quote"]["errors"][0]["code"], "COUPON_NOT_FOUND",
+        "{q}"
+    );
+    let free = r#"mutation M($s: ID!) { setMemberPrice(skuId: $s, tierCode: "GOLD", priceFen: 0) { errors { code field } } }"#;
+    let refused = app
+        .post_as(&ops, free, json!({ "s": harness_id("Sku", sku) }))
+        .await
+        .1;
+    assert_eq!(
+        refused["data"]["setMemberPrice"]["errors"][0]["field"],
+        "priceFen"
+    );
+    let (status, huge) = app
+        .post_as(
+            &ops,
+            ADJUST,
+            json!({ "m": harness_id("Member", nia.member_id), "d": i64::MIN, "r": "typo" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        payload(&huge)["errors"][0]["code"],
+        "INVALID_INPUT",
+        "{huge}"
+    );
+    let far = app
+        .post_as(
+            &ops,
+            NEW_TEMPLATE,
+            json!({ "i": { "name": "x", "amountOffFen": 1, "validFrom": "2020-01-01T00:00:00Z",
+                "validUntil": "9999-12-31T00:00:00Z" } }),
+        )
+        .await
+        .1;
+    assert_eq!(
+        far["data"]["createCouponTemplate"]["errors"][0]["field"], "input.validUntil",
+        "{far}"
+    );
+}
+
+#[tokio::test]
+async fn swept_orders_give_back_points_with_their_expiry_and_the_coupon() {
+    let app = app().await;
+    let ops = staff_token(&app, "ops", domain::identity::Role::Ops).await;
+    let olga = buyer(&app, "olga").await;
+    grant(&app, &ops, &olga, 1_000).await;
+    sql(
+        &app,
+        &format!(
+            "UPDATE points_ledger SET expires_at = NOW(6) + INTERVAL 1 DAY WHERE member_id = {}",
+            olga.member_id
+        ),
+    )
+    .await;
+    let (sku, _) = sku_priced(&app, 10_000, 50_000_000).await;
+    let t = template(&app, &ops, json!({ "amountOffFen": 500 })).await;
+    let code = issue_one(&app, &ops, &t, &olga).await;
+    let placed = place_with(
+        &app,
+        &olga,
+        &[(sku, 1)],
+        json!({ "couponCode": code, "pointsToUse": 1_000 }),
+    )
+    .await;
+    assert_eq!(placed["errors"], json!([]), "{placed}");
+    // the payment deadline passes: the sweeper cancels it
+    let order_id = decode_id(placed["order"]["id"].as_str().unwrap());
+    sql(
+        &app,
+        &format!(
+            "UPDATE orders SET payment_deadline = NOW(6) - INTERVAL 1 SECOND WHERE id = {order_id}"
+        ),
+    )
+    .await;
+    assert_eq!(app.app.orders.sweep_expired().await.unwrap(), 1);
+    assert_eq!(assert_ledger_consistent(&app, olga.member_id).await, 1_000);
+    let me = app.post_as(&olga.token, ME, json!({})).await.1;
+    assert_eq!(
+        me["data"]["me"]["coupons"]["edges"][0]["node"]["status"],
+        "AVAILABLE"
+    );
+    // the points came back expiring tomorrow, as they would have, not in two years
+    let soon: i64 = {
+        use domain::schema::points_ledger;
+        let mut conn = app.app.db.conn().await.unwrap();
+        points_ledger::table
+            .filter(points_ledger::member_id.eq(olga.member_id))
+            .filter(points_ledger::kind.eq("REVERSE"))
+            .filter(
+                points_ledger::expires_at
+                    .lt(chrono::Utc::now().naive_utc() + chrono::TimeDelta::days(2)),
+            )
+            .count()
+            .get_result(&mut conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(soon, 1);
+}
+
+#[tokio::test]
+async fn a_full_refund_takes_back_the_tier_that_its_payment_brought() {
+    let (app, fake) = crate::payments::merchant_app().await;
+    let admin = staff_token(&app, "admin", domain::identity::Role::Admin).await;
+    let ops = staff_token(&app, "ops", domain::identity::Role::Ops).await;
+    let pia = buyer(&app, "pia").await;
+    let upsert = r#"mutation U($i: TierInput!) { upsertTier(input: $i) { errors { code } } }"#;
+    app.post_as(
+        &admin,
+        upsert,
+        json!({ "i": { "code": "SILVER", "rank": 1, "name": "银卡", "nameEn": "Silver",
+            "minSpendFen": 10_000, "discountBasisPoints": 300, "pointsPerYuan": 1, "vipConsultation": false } }),
+    )
+    .await;
+    let (sku, _) = sku_priced(&app, 10_000, 50_000_000).await;
+    let placed = place_with(&app, &pia, &[(sku, 1)], json!({})).await;
+    let o = &placed["order"];
+    let order = crate::payments::Unpaid {
+        gid: o["id"].as_str().unwrap().to_owned(),
+        id: decode_id(o["id"].as_str().unwrap()),
+        order_no: o["orderNo"].as_str().unwrap().to_owned(),
+        total: o["total"]["amount"].as_i64().unwrap(),
+        sku,
+    };
+    crate::payments::create_payment(&app, &pia, &order).await;
+    crate::payments::pay_and_notify(&app, &fake, &order).await;
+    let tier = r#"{ me { tier { tier { code } } } }"#;
+    let me = app.post_as(&pia.token, tier, json!({})).await.1;
+    assert_eq!(me["data"]["me"]["tier"]["tier"]["code"], "SILVER");
+    let r = crate::payments::refunds::refund(&app, &ops, &order, order.total, "全部退款").await;
+    assert_eq!(r["data"]["refundOrder"]["errors"], json!([]), "{r}");
+    let no = format!("{}R1", order.order_no);
+    let (h, b) = crate::payments::refunds::refund_notice(
+        &fake,
+        &order,
+        &no,
+        "SUCCESS",
+        &crate::fake_wechatpay::Notify::default(),
+    );
+    crate::payments::post_notification(&app, "/webhooks/wechatpay/refund-notify", &h, &b).await;
+    let me = app.post_as(&pia.token, tier, json!({})).await.1;
+    assert_eq!(
+        me["data"]["me"]["tier"]["tier"]["code"], "STANDARD",
+        "a paid-and-refunded order does not buy a tier"
+    );
+}
+
+#[tokio::test]
+async fn missed_completion_events_are_credited_once_by_the_worker() {
+    // no event pipeline: the consumer never sees `order.completed`
+    let app = app().await;
+    let ops = staff_token(&app, "ops", domain::identity::Role::Ops).await;
+    let quinn = buyer(&app, "quinn").await;
+    let (sku, _) = sku_priced(&app, 10_000, 50_000_000).await;
+    let placed = place_with(&app, &quinn, &[(sku, 1)], json!({})).await;
+    let id = placed["order"]["id"].as_str().unwrap().to_owned();
+    let total = placed["order"]["total"]["amount"].as_i64().unwrap();
+    let shipping = placed["order"]["shipping"]["amount"].as_i64().unwrap();
+    app.post_as(&quinn.token, CONFIRM, json!({ "id": id }))
+        .await;
+    app.post_as(&ops, crate::orders::SHIP, json!({ "id": id }))
+        .await;
+    app.post_as(&quinn.token, crate::orders::RECEIVED, json!({ "id": id }))
+        .await;
+    let order_id = decode_id(&id);
+    sql(
+        &app,
+        &format!("UPDATE orders SET delivered_at = NOW(6) - INTERVAL 8 DAY WHERE id = {order_id}"),
+    )
+    .await;
+    app.app.orders.auto_complete().await.unwrap();
+    sql(
+        &app,
+        &format!(
+            "UPDATE orders SET completed_at = NOW(6) - INTERVAL 10 MINUTE WHERE id = {order_id}"
+        ),
+    )
+    .await;
+    assert_eq!(app.app.membership.earn_missing(100).await.unwrap(), 1);
+    assert_eq!(app.app.membership.earn_missing(100).await.unwrap(), 0);
+    assert_eq!(
+        assert_ledger_consistent(&app, quinn.member_id).await,
+        (total - shipping) / 100
+    );
+}
+
+#[tokio::test]
+async fn a_cart_survives_a_gate_closing_over_one_of_its_items() {
+    let app = app().await;
+    let ops = staff_token(&app, "ops", domain::identity::Role::Ops).await;
+    let rae = buyer(&app, "rae").await;
+    let (sku, _) = sku_priced(&app, 10_000, 50_000_000).await;
+    let add = r#"mutation A($s: ID!) { addCartLine(skuId: $s, quantity: 1) { errors { code } } }"#;
+    app.post_as(&rae.token, add, json!({ "s": harness_id("Sku", sku) }))
+        .await;
+    let product: u64 = {
+        use domain::schema::skus;
+        let mut conn = app.app.db.conn().await.unwrap();
+        skus::table
+            .find(sku)
+            .select(skus::product_id)
+            .first(&mut conn)
+            .await
+            .unwrap()
+    };
+    let gate = r#"mutation G($p: ID!) { setProductTierGate(productId: $p, requiredTierCode: "GOLD", gate: HIDE) { errors { code } } }"#;
+    app.post_as(&ops, gate, json!({ "p": harness_id("Product", product) }))
+        .await;
+    let cart = app
+        .post_as(&rae.token, crate::orders::CART, json!({}))
+        .await
+        .1;
+    assert!(cart["errors"].is_null(), "{cart}");
+    assert_eq!(cart["data"]["me"]["cart"]["total"]["amount"], 0);
+    assert_eq!(cart["data"]["me"]["cart"]["lines"][0]["available"], false);
+    // and a hidden product cannot be put in a cart by id
+    let again = app
+        .post_as(&rae.token, add, json!({ "s": harness_id("Sku", sku) }))
+        .await
+        .1;
+    assert_eq!(
+        again["data"]["addCartLine"]["errors"][0]["code"], "NOT_FOUND",
+        "{again}"
+    );
 }

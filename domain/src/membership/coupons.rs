@@ -200,6 +200,17 @@ impl NewCouponTemplate {
         if self.valid_from >= self.valid_until {
             errors.push(UserError::invalid("input.validUntil", "after validFrom"));
         }
+        {
+            use chrono::Datelike as _;
+            for (field, at) in [
+                ("input.validFrom", self.valid_from),
+                ("input.validUntil", self.valid_until),
+            ] {
+                if !(2000..=2200).contains(&at.year()) {
+                    errors.push(UserError::invalid(field, "a date between 2000 and 2200"));
+                }
+            }
+        }
         if self.valid_days.is_some_and(|d| !(1..=3_650).contains(&d)) {
             errors.push(UserError::invalid("input.validDays", "1–3650"));
         }
@@ -338,10 +349,11 @@ async fn issue_one(
     if taken == 0 {
         return Ok(Err(CouponError::SoldOut));
     }
+    // N days from when it can first be used (issued before the window opens: from the opening)
     let valid_until = match template.valid_days {
         Some(days) => template
             .valid_until
-            .min(at + chrono::TimeDelta::days(i64::from(days))),
+            .min(at.max(template.valid_from) + chrono::TimeDelta::days(i64::from(days))),
         None => template.valid_until,
     };
     let mut attempt = 0;
@@ -393,7 +405,9 @@ pub(crate) async fn applicable(
     lock: bool,
 ) -> QueryResult<Result<Applicable, CouponError>> {
     let code = code.trim().to_ascii_uppercase();
-    if code.is_empty() || code.len() > 16 {
+    // codes are ASCII letters and digits: anything else cannot be one (and must not reach an
+    // ASCII column, where MySQL would refuse to compare it)
+    if code.is_empty() || code.len() > 16 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Ok(Err(CouponError::NotFound));
     }
     let query = coupons::table

@@ -185,6 +185,9 @@ impl Membership {
         conn: &mut diesel_async::AsyncMysqlConnection,
         order: &crate::order::OrderRow,
     ) -> QueryResult<()> {
+        // one lock order everywhere: member, then their coupon (whose foreign key reads the
+        // member row), then SKUs
+        crate::identity::lock_member(conn, order.member_id).await?;
         coupons::mark_used(conn, order.id).await?;
         self.upgrade_if_qualified(conn, order.member_id).await?;
         Ok(())
@@ -196,6 +199,7 @@ impl Membership {
         conn: &mut diesel_async::AsyncMysqlConnection,
         order: &crate::order::OrderRow,
     ) -> QueryResult<()> {
+        crate::identity::lock_member(conn, order.member_id).await?;
         coupons::release(conn, order.id).await?;
         self.return_for_cancel(conn, order).await
     }
@@ -207,6 +211,7 @@ impl Membership {
         conn: &mut diesel_async::AsyncMysqlConnection,
         order: &crate::order::OrderRow,
     ) -> QueryResult<bool> {
+        crate::identity::lock_member(conn, order.member_id).await?;
         Ok(self.can_respend(conn, order).await? && coupons::can_retake(conn, order).await?)
     }
 

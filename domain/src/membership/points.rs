@@ -182,10 +182,12 @@ pub(crate) async fn debit(
     if already_written(conn, change.member_id, &change.source).await? {
         return Ok(Ok(false));
     }
+    // points past their expiry go first (the worker may not have got to them yet)
+    let balance = balance - expire_member(conn, change.member_id, balance).await?;
     if balance < change.amount {
         return Ok(Err(PointsError::Insufficient { balance }));
     }
-    consume_lots(conn, change.member_id, change.amount).await?;
+    let soonest = consume_lots(conn, change.member_id, change.amount).await?;
     let after = balance - change.amount;
     diesel::update(members::table.find(change.member_id))
         .set(members::points_balance.eq(after))
@@ -198,6 +200,8 @@ pub(crate) async fn debit(
             points_ledger::delta.eq(-change.amount),
             points_ledger::balance_after.eq(after),
             points_ledger::remaining.eq(0),
+            // the soonest expiry among the points taken: what they get back if returned
+            points_ledger::expires_at.eq(soonest),
             points_ledger::reason.eq(change.reason),
             points_ledger::source.eq(&change.source),
             points_ledger::order_id.eq(change.order_id),
@@ -208,22 +212,112 @@ pub(crate) async fn debit(
     Ok(Ok(true))
 }
 
-/// Takes `amount` from the member's lots, soonest expiry first (the member row is locked).
+/// Points of a member past their expiry that the worker has not expired yet.
+pub(crate) async fn expired_unprocessed(
+    conn: &mut AsyncMysqlConnection,
+    member_id: u64,
+) -> QueryResult<i64> {
+    let sum: Option<i64> = points_ledger::table
+        .filter(points_ledger::member_id.eq(member_id))
+        .filter(points_ledger::remaining.gt(0))
+        .filter(points_ledger::expires_at.lt(now()))
+        .select(diesel::dsl::sql::<
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+        >("CAST(SUM(remaining) AS SIGNED)"))
+        .first(conn)
+        .await?;
+    Ok(sum.unwrap_or(0))
+}
+
+/// Expires a member's lots past their expiry (the member row is locked, `balance` is theirs);
+/// returns the points expired.
+async fn expire_member(
+    conn: &mut AsyncMysqlConnection,
+    member_id: u64,
+    balance: i64,
+) -> QueryResult<i64> {
+    let lots: Vec<(u64, i64)> = points_ledger::table
+        .filter(points_ledger::member_id.eq(member_id))
+        .filter(points_ledger::expires_at.lt(now()))
+        .filter(points_ledger::remaining.gt(0))
+        .select((points_ledger::id, points_ledger::remaining))
+        .load(conn)
+        .await?;
+    let mut after = balance;
+    let mut expired = 0;
+    for (lot, remaining) in lots {
+        diesel::update(points_ledger::table.find(lot))
+            .set(points_ledger::remaining.eq(0))
+            .execute(conn)
+            .await?;
+        after -= remaining;
+        expired += remaining;
+        diesel::insert_into(points_ledger::table)
+            .values((
+                points_ledger::member_id.eq(member_id),
+                points_ledger::kind.eq(Kind::Expire.as_str()),
+                points_ledger::delta.eq(-remaining),
+                points_ledger::balance_after.eq(after),
+                points_ledger::remaining.eq(0),
+                points_ledger::reason.eq("points expired"),
+                points_ledger::source.eq(format!("lot:{lot}:expire")),
+            ))
+            .execute(conn)
+            .await?;
+    }
+    if expired > 0 {
+        diesel::update(members::table.find(member_id))
+            .set(members::points_balance.eq(after))
+            .execute(conn)
+            .await?;
+        metrics::counter!("ruizhu_points_expired_total").increment(expired as u64);
+    }
+    Ok(expired)
+}
+
+/// When the points an order spent expire (the soonest of the lots it took); `None` when it
+/// spent none, or before this was recorded.
+async fn spent_expiry(
+    conn: &mut AsyncMysqlConnection,
+    order: &OrderRow,
+) -> QueryResult<Option<chrono::NaiveDateTime>> {
+    Ok(points_ledger::table
+        .filter(points_ledger::member_id.eq(order.member_id))
+        .filter(points_ledger::order_id.eq(order.id))
+        .filter(points_ledger::kind.eq(Kind::Spend.as_str()))
+        .order(points_ledger::id.desc())
+        .select(points_ledger::expires_at)
+        .first::<Option<chrono::NaiveDateTime>>(conn)
+        .await
+        .optional()?
+        .flatten())
+}
+
+/// Takes `amount` from the member's lots, soonest expiry first (the member row is locked);
+/// returns the soonest expiry among the lots taken from.
 async fn consume_lots(
     conn: &mut AsyncMysqlConnection,
     member_id: u64,
     mut amount: i64,
-) -> QueryResult<()> {
-    let lots: Vec<(u64, i64)> = points_ledger::table
+) -> QueryResult<Option<chrono::NaiveDateTime>> {
+    let lots: Vec<(u64, i64, Option<chrono::NaiveDateTime>)> = points_ledger::table
         .filter(points_ledger::member_id.eq(member_id))
         .filter(points_ledger::remaining.gt(0))
         .order((points_ledger::expires_at.asc(), points_ledger::id.asc()))
-        .select((points_ledger::id, points_ledger::remaining))
+        .select((
+            points_ledger::id,
+            points_ledger::remaining,
+            points_ledger::expires_at,
+        ))
         .load(conn)
         .await?;
-    for (id, remaining) in lots {
+    let mut soonest: Option<chrono::NaiveDateTime> = None;
+    for (id, remaining, expires) in lots {
         if amount == 0 {
             break;
+        }
+        if let Some(e) = expires {
+            soonest = Some(soonest.map_or(e, |s| s.min(e)));
         }
         let take = remaining.min(amount);
         diesel::update(points_ledger::table.find(id))
@@ -241,7 +335,7 @@ async fn consume_lots(
         );
         return Err(diesel::result::Error::RollbackTransaction);
     }
-    Ok(())
+    Ok(soonest)
 }
 
 fn order_label(order: &OrderRow) -> String {
@@ -302,7 +396,11 @@ impl Membership {
             order_id: Some(order.id),
             staff_id: None,
         };
-        credit(conn, &change, self.expiry()).await?;
+        // they come back with the expiry they had, not a fresh one
+        let expires = spent_expiry(conn, order)
+            .await?
+            .unwrap_or_else(|| self.expiry());
+        credit(conn, &change, expires).await?;
         Ok(())
     }
 
@@ -356,14 +454,15 @@ impl Membership {
         refunded_fen: i64,
     ) -> QueryResult<()> {
         let used = super::pricing_of(conn, order.id).await?.points_used;
-        if used <= 0 || order.total_fen <= 0 {
+        // in proportion to the goods refunded (the points did not pay for shipping)
+        let goods = order.total_fen - order.shipping_fen;
+        if used <= 0 || goods <= 0 {
             return Ok(());
         }
-        let due = if refunded_fen >= order.total_fen {
+        let due = if refunded_fen >= goods {
             used
         } else {
-            (i128::from(used) * i128::from(refunded_fen.max(0)) / i128::from(order.total_fen))
-                as i64
+            (i128::from(used) * i128::from(refunded_fen.max(0)) / i128::from(goods)) as i64
         };
         let prefix = format!("order:{}:refund:", order.id);
         let returned: Option<i64> = points_ledger::table
@@ -389,7 +488,10 @@ impl Membership {
             order_id: Some(order.id),
             staff_id: None,
         };
-        credit(conn, &change, self.expiry()).await?;
+        let expires = spent_expiry(conn, order)
+            .await?
+            .unwrap_or_else(|| self.expiry());
+        credit(conn, &change, expires).await?;
         Ok(())
     }
 
@@ -466,6 +568,42 @@ impl Membership {
         Ok(earned)
     }
 
+    /// Credits completed orders of the last 30 days that earned nothing yet (an event the
+    /// in-process bus dropped, a consumer that was down): the same effect as the consumer,
+    /// once per order. Returns how many orders were looked at.
+    pub async fn earn_missing(&self, batch: i64) -> DomainResult<usize> {
+        #[derive(QueryableByName)]
+        struct Due {
+            #[diesel(sql_type = diesel::sql_types::Unsigned<diesel::sql_types::BigInt>)]
+            id: u64,
+        }
+        let mut conn = self.db.conn().await?;
+        let at = now();
+        let due: Vec<Due> = diesel::sql_query(
+            "SELECT o.id FROM orders o \
+             WHERE o.status = 'COMPLETED' AND o.completed_at BETWEEN ? AND ? \
+               AND NOT EXISTS (SELECT 1 FROM points_ledger l \
+                               WHERE l.member_id = o.member_id \
+                                 AND l.source = CONCAT('order:', o.id, ':earn')) \
+               AND NOT EXISTS (SELECT 1 FROM processed_events p \
+                               WHERE p.consumer = 'points' \
+                                 AND p.event_id = CONCAT('reconcile:', o.id)) \
+             ORDER BY o.completed_at LIMIT ?",
+        )
+        .bind::<diesel::sql_types::Datetime, _>(at - chrono::TimeDelta::days(30))
+        // give the consumer a few minutes first
+        .bind::<diesel::sql_types::Datetime, _>(at - chrono::TimeDelta::minutes(5))
+        .bind::<diesel::sql_types::BigInt, _>(batch)
+        .load(&mut conn)
+        .await?;
+        drop(conn);
+        for d in &due {
+            self.earn_for_completed_order(&format!("reconcile:{}", d.id), d.id)
+                .await?;
+        }
+        Ok(due.len())
+    }
+
     /// Operations add (`delta` > 0) or remove points with a reason; the entry records who.
     pub async fn adjust(
         &self,
@@ -478,7 +616,7 @@ impl Membership {
         if reason.is_empty() || reason.chars().count() > 200 {
             return Ok(Err(PointsError::ReasonRequired));
         }
-        if delta == 0 || delta.abs() > MAX_CHANGE {
+        if delta == 0 || delta.unsigned_abs() > MAX_CHANGE.unsigned_abs() {
             return Ok(Err(PointsError::InvalidAmount));
         }
         let source = format!("adjust:{}", uuid::Uuid::now_v7().simple());
@@ -521,9 +659,8 @@ impl Membership {
     /// Members are locked one at a time before their lots (the order every debit uses).
     pub async fn expire_due(&self, batch: i64) -> DomainResult<i64> {
         let mut conn = self.db.conn().await?;
-        let at = now();
         let due: Vec<u64> = points_ledger::table
-            .filter(points_ledger::expires_at.lt(at))
+            .filter(points_ledger::expires_at.lt(now()))
             .filter(points_ledger::remaining.gt(0))
             .select(points_ledger::member_id)
             .distinct()
@@ -537,45 +674,9 @@ impl Membership {
                     let Some(balance) = lock_balance(conn, member_id).await? else {
                         return Ok(0);
                     };
-                    let lots: Vec<(u64, i64)> = points_ledger::table
-                        .filter(points_ledger::member_id.eq(member_id))
-                        .filter(points_ledger::expires_at.lt(at))
-                        .filter(points_ledger::remaining.gt(0))
-                        .select((points_ledger::id, points_ledger::remaining))
-                        .load(conn)
-                        .await?;
-                    let mut after = balance;
-                    let mut expired = 0;
-                    for (lot, remaining) in lots {
-                        diesel::update(points_ledger::table.find(lot))
-                            .set(points_ledger::remaining.eq(0))
-                            .execute(conn)
-                            .await?;
-                        after -= remaining;
-                        expired += remaining;
-                        diesel::insert_into(points_ledger::table)
-                            .values((
-                                points_ledger::member_id.eq(member_id),
-                                points_ledger::kind.eq(Kind::Expire.as_str()),
-                                points_ledger::delta.eq(-remaining),
-                                points_ledger::balance_after.eq(after),
-                                points_ledger::remaining.eq(0),
-                                points_ledger::reason.eq("points expired"),
-                                points_ledger::source.eq(format!("lot:{lot}:expire")),
-                            ))
-                            .execute(conn)
-                            .await?;
-                    }
-                    diesel::update(members::table.find(member_id))
-                        .set(members::points_balance.eq(after))
-                        .execute(conn)
-                        .await?;
-                    Ok(expired)
+                    expire_member(conn, member_id, balance).await
                 })
                 .await?;
-        }
-        if total > 0 {
-            metrics::counter!("ruizhu_points_expired_total").increment(total as u64);
         }
         Ok(total)
     }

@@ -3,8 +3,9 @@
 //!
 //! All amounts are integer fen. The rules, in order:
 //!
-//! 1. **Unit price**: the SKU's member price for the member's tier when it has one that is
-//!    lower than the list price, else the list price. `subtotal` = Σ unit × quantity.
+//! 1. **Unit price**: the SKU's member price for the member's tier when that line costs less at
+//!    it than at the list price minus the tier discount, else the list price (the member always
+//!    gets the better of the two). `subtotal` = Σ unit × quantity.
 //! 2. **Tier discount**: the tier's rate (basis points) on each line sold at list price (lines at a
 //!    member price already carry the tier's benefit), **rounded down to the fen per line**.
 //! 3. **Coupon**: it applies to the lines it targets (all lines when it targets nothing; a
@@ -40,23 +41,40 @@ pub struct PriceLine {
     pub quantity: i32,
 }
 
-impl PriceLine {
+/// A line as priced for one tier (rules 1 and 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved {
+    /// The SKU.
+    pub sku_id: u64,
     /// The price one unit is sold at.
-    pub fn unit_price_fen(&self) -> i64 {
-        match self.member_price_fen {
-            Some(member) if member < self.list_price_fen => member,
-            _ => self.list_price_fen,
-        }
-    }
-
-    /// Whether the unit price is a member price (no tier discount on top).
-    pub fn at_member_price(&self) -> bool {
-        self.unit_price_fen() < self.list_price_fen
-    }
-
+    pub unit_price_fen: i64,
     /// Unit price × quantity.
-    pub fn total_fen(&self) -> i64 {
-        self.unit_price_fen() * i64::from(self.quantity)
+    pub total_fen: i64,
+    /// The tier discount on this line (0 at a member price).
+    pub tier_share_fen: i64,
+}
+
+impl PriceLine {
+    /// This line for a tier discount of `tier_bp`: the member price when it beats the list
+    /// price less the tier discount.
+    pub fn resolve(&self, tier_bp: i32) -> Resolved {
+        let q = i64::from(self.quantity);
+        let list_total = self.list_price_fen * q;
+        let tier_on_list = bp_of(list_total, i64::from(tier_bp.clamp(0, 10_000)));
+        match self.member_price_fen {
+            Some(member) if member * q < list_total - tier_on_list => Resolved {
+                sku_id: self.sku_id,
+                unit_price_fen: member,
+                total_fen: member * q,
+                tier_share_fen: 0,
+            },
+            _ => Resolved {
+                sku_id: self.sku_id,
+                unit_price_fen: self.list_price_fen,
+                total_fen: list_total,
+                tier_share_fen: tier_on_list,
+            },
+        }
     }
 }
 
@@ -189,31 +207,31 @@ pub fn quote(
             balance: points_balance,
         });
     }
-    let tier_bp = i64::from(tier.discount_bp.clamp(0, 10_000));
-    let tier_share = |l: &PriceLine| {
-        if l.at_member_price() {
-            0
-        } else {
-            bp_of(l.total_fen(), tier_bp)
-        }
-    };
-    let subtotal: i64 = lines.iter().map(PriceLine::total_fen).sum();
-    let tier_discount: i64 = lines.iter().map(tier_share).sum();
+    let resolved: Vec<(Resolved, &PriceLine)> = lines
+        .iter()
+        .map(|l| (l.resolve(tier.discount_bp), l))
+        .collect();
+    let subtotal: i64 = resolved.iter().map(|(r, _)| r.total_fen).sum();
+    let tier_discount: i64 = resolved.iter().map(|(r, _)| r.tier_share_fen).sum();
 
     let coupon_discount = match coupon {
         None => 0,
         Some(c) => {
-            let applicable: Vec<&PriceLine> = lines.iter().filter(|l| c.applies_to(l)).collect();
+            let applicable: Vec<&Resolved> = resolved
+                .iter()
+                .filter(|(_, l)| c.applies_to(l))
+                .map(|(r, _)| r)
+                .collect();
             if applicable.is_empty() {
                 return Err(PricingError::CouponNotApplicable);
             }
-            let spend: i64 = applicable.iter().map(|l| l.total_fen()).sum();
+            let spend: i64 = applicable.iter().map(|r| r.total_fen).sum();
             if spend < c.min_spend_fen {
                 return Err(PricingError::CouponMinSpend {
                     min_spend_fen: c.min_spend_fen,
                 });
             }
-            let base = spend - applicable.iter().map(|l| tier_share(l)).sum::<i64>();
+            let base = spend - applicable.iter().map(|r| r.tier_share_fen).sum::<i64>();
             let value = match c.value {
                 CouponValue::Fixed { amount_fen } => amount_fen.max(0),
                 CouponValue::Percent { percent, max_fen } => {
@@ -355,6 +373,18 @@ mod tests {
                 None,
                 0,
                 (19_000, 500, 0, 0, 0, 0, 18_500),
+            ),
+            (
+                "a member price worse than the list price less the tier discount is not used",
+                vec![PriceLine {
+                    member_price_fen: Some(9_800),
+                    ..line(1, 1, 10_000, 1)
+                }],
+                // 98 % at member price vs 100 % − 3 % = 97 % at list price
+                tier(300, Some(0)),
+                None,
+                0,
+                (10_000, 300, 0, 0, 0, 0, 9_700),
             ),
             (
                 "a member price above the list price is ignored",

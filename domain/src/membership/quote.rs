@@ -130,14 +130,18 @@ pub(crate) async fn price(
     points: i64,
     lock: bool,
 ) -> QueryResult<Result<Priced, PriceRefusal>> {
+    let has_coupon = coupon_code.is_some_and(|c| !c.trim().is_empty());
     let member = members::table
         .find(member_id)
         .select((members::tier_rank, members::points_balance));
-    let (rank, balance): (i32, i64) = if lock && points > 0 {
+    // lock order: the member before their coupon (as cancellations and payments)
+    let (rank, balance): (i32, i64) = if lock && (points > 0 || has_coupon) {
         member.for_update().first(conn).await?
     } else {
         member.first(conn).await?
     };
+    // points past their expiry are not spendable, even before the worker expires them
+    let balance = balance - super::points::expired_unprocessed(conn, member_id).await?;
     if let Some(gated) = lines
         .iter()
         .find(|l| l.min_tier_rank.is_some_and(|min| min > rank))
@@ -212,7 +216,10 @@ pub(crate) async fn price(
         coupon_id: coupon.map(|c| c.coupon.id),
         unit_prices: price_lines
             .iter()
-            .map(|l| (l.sku_id, l.unit_price_fen()))
+            .map(|l| {
+                let r = l.resolve(terms.discount_bp);
+                (r.sku_id, r.unit_price_fen)
+            })
             .collect(),
         tier_rank: rank,
     }))

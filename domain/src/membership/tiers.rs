@@ -241,6 +241,62 @@ impl Membership {
         Ok(Some(change))
     }
 
+    /// In a refund's transaction (the order's `refunded_fen` already includes it): a tier the
+    /// member reached with this order's payment is taken back when the spend left no longer
+    /// qualifies for it — never below the tier they held before that payment. (Otherwise a
+    /// large order paid and refunded at once would buy a year at a high tier.)
+    pub(crate) async fn after_refund(
+        &self,
+        conn: &mut AsyncMysqlConnection,
+        order: &crate::order::OrderRow,
+    ) -> QueryResult<Option<TierChange>> {
+        let Some(paid_at) = order.paid_at else {
+            return Ok(None);
+        };
+        let (current, since): (i32, Option<chrono::NaiveDateTime>) = members::table
+            .find(order.member_id)
+            .select((members::tier_rank, members::tier_since))
+            .for_update()
+            .first(conn)
+            .await?;
+        if since.is_none_or(|s| s < paid_at) {
+            return Ok(None); // the tier did not come with this order
+        }
+        // the tier held before the upgrades since this payment
+        let before: Option<i32> = member_tier_changes::table
+            .filter(member_tier_changes::member_id.eq(order.member_id))
+            .filter(member_tier_changes::created_at.ge(paid_at))
+            .order(member_tier_changes::id.asc())
+            .select(member_tier_changes::from_rank)
+            .first(conn)
+            .await
+            .optional()?;
+        let tiers = load_tiers(conn).await?;
+        let spend = spend_since(conn, order.member_id, self.window_start()).await?;
+        let target = qualifying_rank(&tiers, spend).max(before.unwrap_or(0));
+        if target >= current {
+            return Ok(None);
+        }
+        let at = now();
+        diesel::update(members::table.find(order.member_id))
+            .set((
+                members::tier_rank.eq(target),
+                members::tier_since.eq((target > 0).then_some(at)),
+                members::tier_review_at.eq((target > 0).then(|| at + chrono::TimeDelta::days(365))),
+            ))
+            .execute(conn)
+            .await?;
+        let change = TierChange {
+            member_id: order.member_id,
+            from_rank: current,
+            to_rank: target,
+            spend_fen: spend,
+        };
+        record_change(conn, &change, "REFUND").await?;
+        metrics::counter!("ruizhu_tier_changes_total", "reason" => "refund").increment(1);
+        Ok(Some(change))
+    }
+
     /// The yearly review, one batch: members whose review is due are re-qualified on their
     /// spend over the window (down, the same or up) and get their next review a year later.
     pub async fn review_due(&self, batch: i64) -> DomainResult<Vec<TierChange>> {

@@ -78,6 +78,8 @@ pub enum CheckoutError {
     Points(PointsError),
     /// The note is too long.
     NoteTooLong,
+    /// The order would cost nothing (WeChat Pay takes at least 1 fen).
+    ZeroTotal,
 }
 
 /// A placed (or replayed) order.
@@ -428,6 +430,9 @@ impl Orders {
             })
         })?;
         let quote = priced.quote;
+        if quote.total_fen < 1 {
+            return Err(TxError::Refused(CheckoutError::ZeroTotal));
+        }
         let unit_price = |sku: &u64| priced.unit_prices.get(sku).copied().unwrap_or(by_id[sku].6);
 
         // 6. the order and its snapshot

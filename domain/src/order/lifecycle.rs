@@ -354,6 +354,13 @@ pub(crate) async fn apply(
         .filter(orders::id.eq(order.id))
         .filter(orders::status.eq(from.as_str()));
     let changed = match to {
+        // back to PAID after a refund ended: it was paid when it was paid
+        OrderStatus::Paid if from == OrderStatus::Refunding => {
+            diesel::update(target)
+                .set(orders::status.eq(to.as_str()))
+                .execute(conn)
+                .await?
+        }
         OrderStatus::Paid => {
             diesel::update(target)
                 .set((orders::status.eq(to.as_str()), orders::paid_at.eq(at)))

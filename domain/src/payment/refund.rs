@@ -418,7 +418,8 @@ async fn finish_tx(
             .await?;
         if refund.kind != KIND_AUTO {
             // the points the order used come back in proportion (an automatic refund is of a
-            // cancelled order, whose points came back when it was cancelled)
+            // cancelled order, whose points came back when it was cancelled), and a tier this
+            // order's payment brought goes if the spend left no longer earns it
             membership
                 .return_for_refund(
                     conn,
@@ -427,6 +428,7 @@ async fn finish_tx(
                     order.refunded_fen + refund.amount_fen,
                 )
                 .await?;
+            membership.after_refund(conn, &order).await?;
         }
     }
     metrics::counter!("ruizhu_refunds_finished_total", "kind" => refund.kind.clone(), "status" => status.to_owned())
