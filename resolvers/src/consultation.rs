@@ -210,8 +210,9 @@ async fn advisor(ctx: &Context<'_>, id: u64) -> async_graphql::Result<Option<Adv
         .await?
         .map(|s| AdvisorNode {
             id: s.id,
+            // never the sign-in name
             display_name: if s.display_name.is_empty() {
-                s.username
+                "RUIZHU 顾问".to_owned()
             } else {
                 s.display_name
             },
@@ -549,16 +550,15 @@ impl ConsultationNode {
             total,
         ))
     }
-    /// How far the member and the advisor have read.
+    /// How far the member and the assigned advisor have read.
     async fn read_receipts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ReadReceipt>> {
-        let reads = service(ctx)
-            .reads(&[self.row.id])
+        Ok(service(ctx)
+            .receipts(&self.row, self.access.internal)
             .await
-            .map_err(|e| internal(&e))?;
-        Ok(reads
-            .get(&self.row.id)
-            .map(|r| r.iter().map(ReadReceipt::from).collect())
-            .unwrap_or_default())
+            .map_err(|e| internal(&e))?
+            .iter()
+            .map(ReadReceipt::from)
+            .collect())
     }
     /// What the advisor recorded; null until completed.
     async fn outcome(&self) -> Option<OutcomeNode> {
@@ -1247,35 +1247,79 @@ impl ConsultationMutation {
 /// Event ids a subscription remembers, to drop redeliveries.
 const SEEN: usize = 256;
 
-fn messages_of(
+/// What a subscriber's stream does next.
+enum Next {
+    /// Deliver this message.
+    Message(u64),
+    /// End with this error (access lost, or events missed).
+    Stop(async_graphql::Error),
+}
+
+struct Watch {
     rx: broadcast::Receiver<Arc<Event>>,
+    seen: std::collections::VecDeque<String>,
+    service: Consultations,
+    viewer: Viewer,
     consultation: u64,
-    with_internal: bool,
-) -> impl Stream<Item = u64> {
-    let seen = std::collections::VecDeque::<String>::with_capacity(SEEN);
-    futures::stream::unfold((rx, seen), move |(mut rx, mut seen)| async move {
+    access: Access,
+    stopped: bool,
+}
+
+/// The messages of one consultation as they are written, each once. Access is checked again
+/// whenever the consultation changes hands or status (an advisor taken off it, a cancellation):
+/// a viewer who may no longer read it gets an error and the stream ends; internal notes go only
+/// to viewers who may see them at that moment. Missed events (a subscriber too slow) also end
+/// the stream with an error, so the client refetches instead of silently skipping messages.
+fn messages_of(watch: Watch) -> impl Stream<Item = Next> {
+    futures::stream::unfold(watch, |mut w| async move {
+        if w.stopped {
+            return None;
+        }
         loop {
-            let event = match rx.recv().await {
+            let event = match w.rx.recv().await {
                 Ok(e) => e,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     metrics::counter!("ruizhu_subscription_events_dropped_total").increment(n);
-                    continue;
+                    w.stopped = true;
+                    let e = ErrorCode::ServiceUnavailable
+                        .error("messages were missed; read the thread again and resubscribe");
+                    return Some((Next::Stop(e), w));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
-            if event.event_type != "consultation.message_added"
-                || event.payload["consultation_id"].as_u64() != Some(consultation)
-                || (!with_internal && event.payload["internal"].as_bool() != Some(false))
-                || seen.contains(&event.event_id)
+            if event.payload["consultation_id"].as_u64() != Some(w.consultation)
+                || w.seen.contains(&event.event_id)
             {
                 continue;
             }
-            if seen.len() == SEEN {
-                seen.pop_front();
+            if w.seen.len() == SEEN {
+                w.seen.pop_front();
             }
-            seen.push_back(event.event_id.clone());
+            w.seen.push_back(event.event_id.clone());
+            if event.event_type != "consultation.message_added" {
+                // a change of hands or status: may this viewer still read it, and how much?
+                match w.service.get(w.consultation, w.viewer).await {
+                    Ok(Some((_, access))) => {
+                        w.access = access;
+                        continue;
+                    }
+                    Ok(None) => {
+                        w.stopped = true;
+                        let e =
+                            ErrorCode::Forbidden.error("you no longer follow this consultation");
+                        return Some((Next::Stop(e), w));
+                    }
+                    Err(e) => {
+                        w.stopped = true;
+                        return Some((Next::Stop(internal(&e)), w));
+                    }
+                }
+            }
+            if !w.access.internal && event.payload["internal"].as_bool() != Some(false) {
+                continue;
+            }
             if let Some(id) = event.payload["message_id"].as_u64() {
-                return Some((id, (rx, seen)));
+                return Some((Next::Message(id), w));
             }
         }
     })
@@ -1294,7 +1338,7 @@ impl ConsultationSubscription {
         &self,
         ctx: &Context<'_>,
         consultation_id: ID,
-    ) -> async_graphql::Result<impl Stream<Item = MessageNode> + use<>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<MessageNode>> + use<>> {
         let viewer = viewer_of(ctx)?;
         let id = id::decode("Consultation", "consultationId", &consultation_id)?;
         // subscribe before the access check, so nothing between the two is missed
@@ -1303,16 +1347,25 @@ impl ConsultationSubscription {
         let Some((_, access)) = service.get(id, viewer).await.map_err(|e| internal(&e))? else {
             return Err(ErrorCode::NotFound.error("no such consultation"));
         };
-        let ids = messages_of(rx, id, access.internal);
-        Ok(futures::StreamExt::filter_map(ids, move |message| {
+        let next = messages_of(Watch {
+            rx,
+            seen: std::collections::VecDeque::with_capacity(SEEN),
+            service: service.clone(),
+            viewer,
+            consultation: id,
+            access,
+            stopped: false,
+        });
+        Ok(futures::StreamExt::filter_map(next, move |next| {
             let service = service.clone();
             async move {
-                service
-                    .messages_by_id(&[message])
-                    .await
-                    .ok()
-                    .and_then(|mut m| m.remove(&message))
-                    .map(MessageNode)
+                match next {
+                    Next::Stop(e) => Some(Err(e)),
+                    Next::Message(message) => match service.messages_by_id(&[message]).await {
+                        Ok(mut found) => found.remove(&message).map(|m| Ok(MessageNode(m))),
+                        Err(e) => Some(Err(internal(&e))),
+                    },
+                }
             }
         }))
     }

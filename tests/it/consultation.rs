@@ -599,6 +599,18 @@ async fn outcome_rating_draft_cart_and_reminders() {
     };
     assert_eq!(reminders, 2);
 
+    // the appointment takes place
+    {
+        use diesel_async::RunQueryDsl as _;
+        let mut conn = app.app.db.conn().await.unwrap();
+        diesel::sql_query(format!(
+            "UPDATE consultations SET scheduled_at = NOW(6) - INTERVAL 1 MINUTE WHERE id = {}",
+            decode_id(&id)
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
     // the member cannot record the outcome; the advisor does
     let sku = crate::orders::skus(app, 1).await[0].0;
     let complete = r#"mutation F($id: ID!, $i: OutcomeInput!) { completeConsultation(id: $id, input: $i) {
@@ -661,4 +673,300 @@ async fn outcome_rating_draft_cart_and_reminders() {
         .map(|e| e["toStatus"].as_str().unwrap())
         .collect();
     assert_eq!(to, ["REQUESTED", "ASSIGNED", "SCHEDULED", "COMPLETED"]);
+}
+
+#[tokio::test]
+async fn history_is_read_only_and_notes_stay_with_their_advisor() {
+    let c = cast(Options::default()).await;
+    let app = &c.app;
+    let vip = gold(app, "vip").await;
+    // A had an earlier consultation with this member; B has the current one
+    let earlier = assigned(&c, &vip, c.advisor.0).await;
+    let current = assigned(&c, &vip, c.other_advisor.0).await;
+    app.post_as(
+        &c.other_advisor.1,
+        SEND,
+        json!({ "id": current, "b": "B 的内部备注：预算有限", "i": true }),
+    )
+    .await;
+    // while it is open, A sees nothing of B's consultation
+    let open = app
+        .post_as(&c.advisor.1, VIEW, json!({ "id": current }))
+        .await
+        .1;
+    assert!(open["data"]["consultation"].is_null(), "{open}");
+    app.post_as(&vip.token, CANCEL, json!({ "id": current }))
+        .await;
+    // finished: A may read it as their client's history, without B's notes, and not act on it
+    let history = app
+        .post_as(&c.advisor.1, VIEW, json!({ "id": current }))
+        .await
+        .1;
+    let messages = history["data"]["consultation"]["messages"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{history}"))
+        .clone();
+    assert!(
+        messages.iter().all(|m| m["node"]["internal"] == false),
+        "{history}"
+    );
+    let note_id = {
+        use diesel::prelude::{ExpressionMethods as _, QueryDsl as _};
+        use diesel_async::RunQueryDsl as _;
+        use domain::schema::consultation_messages;
+        let mut conn = app.app.db.conn().await.unwrap();
+        consultation_messages::table
+            .filter(consultation_messages::internal.eq(true))
+            .select(consultation_messages::id)
+            .first::<u64>(&mut conn)
+            .await
+            .unwrap()
+    };
+    let mark = r#"mutation K($id: ID!, $m: ID!) { markConsultationRead(consultationId: $id, messageId: $m) { errors { code } } }"#;
+    let by_a = app
+        .post_as(
+            &c.advisor.1,
+            mark,
+            json!({ "id": current, "m": harness_id("ConsultationMessage", note_id) }),
+        )
+        .await
+        .1;
+    assert_eq!(
+        by_a["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{by_a}"
+    );
+    // the member cannot mark (or detect) a note either, and their receipts never point at one
+    let by_member = app
+        .post_as(
+            &vip.token,
+            mark,
+            json!({ "id": current, "m": harness_id("ConsultationMessage", note_id) }),
+        )
+        .await
+        .1;
+    assert_eq!(
+        by_member["data"]["markConsultationRead"]["errors"][0]["code"], "NOT_FOUND",
+        "a note is like no message at all: {by_member}"
+    );
+    let receipts = app
+        .post_as(&vip.token, VIEW, json!({ "id": current }))
+        .await
+        .1;
+    let note_gid = harness_id("ConsultationMessage", note_id);
+    assert!(
+        !receipts.to_string().contains(&note_gid),
+        "no receipt reveals the note: {receipts}"
+    );
+    // A's own earlier consultation is untouched by all this
+    let own = app
+        .post_as(&c.advisor.1, VIEW, json!({ "id": earlier }))
+        .await
+        .1;
+    assert_eq!(own["data"]["consultation"]["status"], "ASSIGNED");
+}
+
+#[tokio::test]
+async fn slots_must_not_overlap_and_appointments_complete_only_once_started() {
+    let c = cast(Options::default()).await;
+    let app = &c.app;
+    let q = r#"mutation P($s: [SlotInput!]!) { publishSlots(slots: $s) { slots { id } errors { code field message } } }"#;
+    let at = |h: i64, m: i64| {
+        (chrono::Utc::now() + chrono::TimeDelta::hours(h) + chrono::TimeDelta::minutes(m))
+            .to_rfc3339()
+    };
+    let both = app
+        .post_as(
+            &c.advisor.1,
+            q,
+            json!({ "s": [{ "startsAt": at(30, 0), "endsAt": at(31, 0) }, { "startsAt": at(30, 30), "endsAt": at(31, 30) }] }),
+        )
+        .await
+        .1;
+    assert_eq!(both["data"]["publishSlots"]["errors"][0]["field"], "slots");
+    publish(app, &c.advisor.1, &[40]).await;
+    let later_overlap = app
+        .post_as(
+            &c.advisor.1,
+            q,
+            json!({ "s": [{ "startsAt": at(40, 30), "endsAt": at(41, 30) }] }),
+        )
+        .await
+        .1;
+    assert_eq!(
+        later_overlap["data"]["publishSlots"]["errors"][0]["message"],
+        "overlaps a slot published before"
+    );
+    let far = app
+        .post_as(
+            &c.advisor.1,
+            q,
+            json!({ "s": [{ "startsAt": "9999-12-31T18:00:00-05:00", "endsAt": "9999-12-31T19:00:00-05:00" }] }),
+        )
+        .await
+        .1;
+    assert_eq!(
+        far["data"]["publishSlots"]["errors"][0]["field"], "slots",
+        "{far}"
+    );
+    // a member's preferred times are bounded too
+    let vip = gold(app, "vip").await;
+    let odd = app
+        .post_as(
+            &vip.token,
+            REQUEST,
+            json!({ "i": { "topic": "OTHER", "message": "hi", "preferredSlots": ["9999-12-31T23:00:00-05:00"] } }),
+        )
+        .await
+        .1;
+    assert_eq!(
+        odd["data"]["requestConsultation"]["errors"][0]["field"],
+        "input.preferredSlots"
+    );
+
+    // an appointment within the hour: only the 1 h reminder; cancelled ones get none
+    let id = assigned(&c, &vip, c.advisor.0).await;
+    let soon = publish(app, &c.advisor.1, &[5]).await;
+    app.post_as(&vip.token, SCHEDULE, json!({ "id": id, "s": soon[0] }))
+        .await;
+    {
+        use diesel_async::RunQueryDsl as _;
+        let mut conn = app.app.db.conn().await.unwrap();
+        diesel::sql_query(format!(
+            "UPDATE consultations SET scheduled_at = NOW(6) + INTERVAL 20 MINUTE WHERE id = {}",
+            decode_id(&id)
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    assert_eq!(app.app.consultations.send_due_reminders().await.unwrap(), 1);
+    assert_eq!(app.app.consultations.send_due_reminders().await.unwrap(), 0);
+    // not finished before it started
+    let complete = r#"mutation F($id: ID!) { completeConsultation(id: $id, input: { notes: "done" }) { errors { code field } } }"#;
+    let early = app
+        .post_as(&c.advisor.1, complete, json!({ "id": id }))
+        .await
+        .1;
+    assert_eq!(
+        early["data"]["completeConsultation"]["errors"][0]["field"], "id",
+        "{early}"
+    );
+    let other = gold(app, "other").await;
+    let id2 = assigned(&c, &other, c.advisor.0).await;
+    let slot2 = publish(app, &c.advisor.1, &[10]).await;
+    app.post_as(&other.token, SCHEDULE, json!({ "id": id2, "s": slot2[0] }))
+        .await;
+    app.post_as(&other.token, CANCEL, json!({ "id": id2 }))
+        .await;
+    assert_eq!(
+        app.app.consultations.send_due_reminders().await.unwrap(),
+        0,
+        "cancelled: no reminder"
+    );
+}
+
+#[tokio::test]
+async fn a_watcher_taken_off_a_consultation_stops_hearing_it_and_concurrent_messages_arrive_in_order()
+ {
+    let c = cast(Options {
+        events: true,
+        ..Options::default()
+    })
+    .await;
+    let app = &c.app;
+    let vip = gold(app, "vip").await;
+    let id = assigned(&c, &vip, c.advisor.0).await;
+    let watch = r#"subscription W($id: ID!) { consultationMessageAdded(consultationId: $id) { id body internal } }"#;
+    let subscribe = |token: String| {
+        let id = id.clone();
+        async move {
+            let mut s = connect(app, "graphql-transport-ws").await;
+            send(&mut s, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } })).await;
+            assert_eq!(next(&mut s).await["type"], "connection_ack");
+            send(&mut s, json!({ "id": "w", "type": "subscribe", "payload": { "query": watch, "variables": { "id": id } } })).await;
+            s
+        }
+    };
+    let mut advisor_a = subscribe(c.advisor.1.clone()).await;
+    let mut member = subscribe(vip.token.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // member and advisor write at the same time, many times: both sockets see id order
+    let writes: Vec<(String, String)> = (0..12)
+        .map(|i| {
+            if i % 2 == 0 {
+                (vip.token.clone(), format!("m{i}"))
+            } else {
+                (c.advisor.1.clone(), format!("a{i}"))
+            }
+        })
+        .collect();
+    futures::stream::iter(writes)
+        .map(|(token, body)| {
+            let id = id.clone();
+            async move {
+                app.post_as(&token, SEND, json!({ "id": id, "b": body }))
+                    .await
+            }
+        })
+        .buffer_unordered(6)
+        .collect::<Vec<_>>()
+        .await;
+    for socket in [&mut advisor_a, &mut member] {
+        let mut ids = Vec::new();
+        for _ in 0..12 {
+            let m = next(socket).await;
+            assert_eq!(m["type"], "next", "{m}");
+            ids.push(decode_id(
+                m["payload"]["data"]["consultationMessageAdded"]["id"]
+                    .as_str()
+                    .unwrap(),
+            ));
+        }
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(ids, sorted, "delivered in the thread's order");
+    }
+
+    // ops hand it to advisor B: A's subscription ends, and B's notes never reach A
+    let reassigned = app
+        .post_as(
+            &c.ops,
+            ASSIGN,
+            json!({ "id": id, "a": harness_id("Staff", c.other_advisor.0) }),
+        )
+        .await
+        .1;
+    assert_eq!(
+        reassigned["data"]["assignConsultation"]["consultation"]["status"],
+        "ASSIGNED"
+    );
+    let ended = next(&mut advisor_a).await;
+    assert_eq!(ended["type"], "next", "{ended}");
+    assert_eq!(
+        ended["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{ended}"
+    );
+    app.post_as(
+        &c.other_advisor.1,
+        SEND,
+        json!({ "id": id, "b": "新顾问的内部备注", "i": true }),
+    )
+    .await;
+    let after = tokio::time::timeout(Duration::from_millis(800), async {
+        loop {
+            let m = next(&mut advisor_a).await;
+            if m["type"] == "complete" {
+                continue;
+            }
+            return m;
+        }
+    })
+    .await;
+    if let Ok(m) = after {
+        assert!(
+            !m.to_string().contains("新顾问的内部备注"),
+            "the note reached the old advisor: {m}"
+        );
+    }
 }

@@ -161,31 +161,71 @@ impl Consultations {
         }
         if times.iter().any(|(s, e)| {
             *s <= now
+                || *s > now + chrono::TimeDelta::days(365)
                 || *e <= *s
                 || *e - *s < chrono::TimeDelta::minutes(15)
                 || *e - *s > chrono::TimeDelta::hours(4)
         }) {
             return Ok(Err(ConsultationError::Input(vec![UserError::invalid(
                 "slots",
-                "each in the future, 15 minutes to 4 hours long",
+                "each within the coming year, 15 minutes to 4 hours long",
             )])));
         }
-        let rows: Vec<_> = times
+        let mut wanted: Vec<(chrono::NaiveDateTime, chrono::NaiveDateTime)> = times
             .iter()
-            .map(|(s, e)| {
-                (
-                    advisor_slots::advisor_id.eq(advisor_id),
-                    advisor_slots::starts_at.eq(s.naive_utc()),
-                    advisor_slots::ends_at.eq(e.naive_utc()),
-                )
-            })
+            .map(|(s, e)| (s.naive_utc(), e.naive_utc()))
             .collect();
-        let starts: Vec<chrono::NaiveDateTime> = times.iter().map(|(s, _)| s.naive_utc()).collect();
+        wanted.sort_unstable();
+        let overlapping =
+            |a: &(chrono::NaiveDateTime, chrono::NaiveDateTime),
+             b: &(chrono::NaiveDateTime, chrono::NaiveDateTime)| {
+                a.0 < b.1 && b.0 < a.1
+            };
+        if wanted.windows(2).any(|w| overlapping(&w[0], &w[1])) {
+            return Ok(Err(ConsultationError::Input(vec![UserError::invalid(
+                "slots",
+                "slots must not overlap each other",
+            )])));
+        }
+        let (first, last) = (wanted[0].0, wanted[wanted.len() - 1].1);
         in_tx!(self, conn => {
-            diesel::insert_or_ignore_into(advisor_slots::table)
+            // one advisor publishes at a time, so overlaps are seen by the check below
+            crate::schema::staff_accounts::table
+                .find(advisor_id)
+                .select(crate::schema::staff_accounts::id)
+                .for_update()
+                .first::<u64>(conn)
+                .await?;
+            let existing: Vec<(chrono::NaiveDateTime, chrono::NaiveDateTime)> = advisor_slots::table
+                .filter(advisor_slots::advisor_id.eq(advisor_id))
+                .filter(advisor_slots::starts_at.lt(last))
+                .filter(advisor_slots::ends_at.gt(first))
+                .select((advisor_slots::starts_at, advisor_slots::ends_at))
+                .load(conn)
+                .await?;
+            if wanted
+                .iter()
+                .any(|w| existing.iter().any(|e| overlapping(w, e)))
+            {
+                return Err(TxError::Refused(ConsultationError::Input(vec![
+                    UserError::invalid("slots", "overlaps a slot published before"),
+                ])));
+            }
+            let rows: Vec<_> = wanted
+                .iter()
+                .map(|(s, e)| {
+                    (
+                        advisor_slots::advisor_id.eq(advisor_id),
+                        advisor_slots::starts_at.eq(*s),
+                        advisor_slots::ends_at.eq(*e),
+                    )
+                })
+                .collect();
+            diesel::insert_into(advisor_slots::table)
                 .values(&rows)
                 .execute(conn)
                 .await?;
+            let starts: Vec<chrono::NaiveDateTime> = wanted.iter().map(|w| w.0).collect();
             Ok(advisor_slots::table
                 .filter(advisor_slots::advisor_id.eq(advisor_id))
                 .filter(advisor_slots::starts_at.eq_any(&starts))
@@ -348,7 +388,7 @@ impl Consultations {
         viewer: Viewer,
         reason: Option<&str>,
     ) -> DomainResult<Result<ConsultationRow, ConsultationError>> {
-        if reason.is_some_and(|r| r.chars().count() > 200) {
+        if reason.is_some_and(|r| r.chars().count() > 200 || r.chars().any(char::is_control)) {
             return Ok(Err(ConsultationError::Input(vec![UserError::invalid(
                 "reason",
                 "at most 200 characters",
@@ -407,6 +447,11 @@ impl Consultations {
         }
         in_tx!(self, conn => {
             let (row, to) = begin(conn, id, viewer, Action::Complete).await?;
+            if row.scheduled_at.is_some_and(|t| t > now()) {
+                return Err(TxError::Refused(ConsultationError::Input(vec![
+                    UserError::invalid("id", "the appointment has not started yet"),
+                ])));
+            }
             diesel::update(consultations::table.find(id))
                 .set((
                     consultations::status.eq(to.as_str()),
@@ -446,7 +491,11 @@ impl Consultations {
         if !(1..=5).contains(&rating) {
             errors.push(UserError::invalid("rating", "1–5"));
         }
-        if comment.is_some_and(|c| c.chars().count() > 500) {
+        if comment.is_some_and(|c| {
+            c.chars().count() > 500
+                || c.chars()
+                    .any(|ch| ch.is_control() && !matches!(ch, '\n' | '\r'))
+        }) {
             errors.push(UserError::invalid("comment", "at most 500 characters"));
         }
         if !errors.is_empty() {
@@ -491,12 +540,18 @@ impl Consultations {
         let mut conn = self.db.conn().await?;
         let at = now();
         let mut sent = 0;
-        for (hours, label) in [(24_i64, "24h"), (1, "1h")] {
+        // the 1 h reminder first: an appointment within the hour gets only that one
+        for (hours, label) in [(1_i64, "1h"), (24, "24h")] {
             let horizon = at + chrono::TimeDelta::hours(hours);
+            let earliest = if hours == 24 {
+                at + chrono::TimeDelta::hours(1)
+            } else {
+                at
+            };
             let due: Vec<ConsultationRow> = {
                 let q = consultations::table
                     .filter(consultations::status.eq(Status::Scheduled.as_str()))
-                    .filter(consultations::scheduled_at.gt(at))
+                    .filter(consultations::scheduled_at.gt(earliest))
                     .filter(consultations::scheduled_at.le(horizon))
                     .into_boxed();
                 let q = if hours == 24 {
@@ -512,9 +567,11 @@ impl Consultations {
             for row in due {
                 let claimed = conn
                     .transaction::<_, diesel::result::Error, _>(async |conn| {
+                        // the appointment read above, not one it was moved to since
                         let target = consultations::table
                             .filter(consultations::id.eq(row.id))
-                            .filter(consultations::status.eq(Status::Scheduled.as_str()));
+                            .filter(consultations::status.eq(Status::Scheduled.as_str()))
+                            .filter(consultations::scheduled_at.eq(row.scheduled_at));
                         let n = if hours == 24 {
                             diesel::update(target.filter(consultations::reminded_24h_at.is_null()))
                                 .set(consultations::reminded_24h_at.eq(Some(at)))

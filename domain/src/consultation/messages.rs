@@ -68,33 +68,37 @@ impl Consultations {
         if !errors.is_empty() {
             return Ok(Err(ConsultationError::Input(errors)));
         }
-        let mut conn = self.db.conn().await?;
-        let Some(row) = super::load(&mut conn, id).await.optional()? else {
-            return Ok(Err(ConsultationError::NotFound));
-        };
-        let access = Self::access(&mut conn, &row, viewer).await?;
-        if !access.read {
-            return Ok(Err(ConsultationError::NotFound));
-        }
-        // the thread is the member's and their advisor's; operations read it
-        let writer = match viewer {
-            Viewer::Member(_) => access.act,
-            Viewer::Advisor(a) => row.advisor_id == Some(a),
-            Viewer::Ops(_) => false,
-        };
-        if !writer || (internal && !matches!(viewer, Viewer::Advisor(_))) {
-            return Ok(Err(ConsultationError::NotAllowed));
-        }
-        if row.status() == Status::Cancelled {
-            return Ok(Err(ConsultationError::Invalid {
-                from: Status::Cancelled,
-                action: super::Action::Cancel,
-            }));
-        }
         let (author_kind, author_id) = kind(viewer);
         let images = serde_json::json!(image_urls).to_string();
-        let message = conn
+        let mut conn = self.db.conn().await?;
+        // the consultation row is locked for the whole write: one thread's messages get their
+        // ids, outbox rows and commits in the same order (so subscribers see them in the order
+        // `messages` lists them), and a cancellation or reassignment cannot slip in between the
+        // checks and the insert
+        let outcome = conn
             .transaction::<_, diesel::result::Error, _>(async |conn| {
+                let Some(row) = super::lock(conn, id).await? else {
+                    return Ok(Err(ConsultationError::NotFound));
+                };
+                let access = Self::access(conn, &row, viewer).await?;
+                if !access.read {
+                    return Ok(Err(ConsultationError::NotFound));
+                }
+                // the thread is the member's and their advisor's; operations read it
+                let writer = match viewer {
+                    Viewer::Member(_) => access.act,
+                    Viewer::Advisor(a) => row.advisor_id == Some(a),
+                    Viewer::Ops(_) => false,
+                };
+                if !writer || (internal && !matches!(viewer, Viewer::Advisor(_))) {
+                    return Ok(Err(ConsultationError::NotAllowed));
+                }
+                if row.status() == Status::Cancelled {
+                    return Ok(Err(ConsultationError::Invalid {
+                        from: Status::Cancelled,
+                        action: super::Action::Cancel,
+                    }));
+                }
                 diesel::insert_into(consultation_messages::table)
                     .values((
                         consultation_messages::consultation_id.eq(id),
@@ -111,8 +115,11 @@ impl Consultations {
                 >("LAST_INSERT_ID()"))
                 .get_result(conn)
                 .await?;
-                // the author has read their own message
-                mark(conn, id, author_kind, author_id, message_id).await?;
+                // the author has read their own message (not a note: a member's receipts
+                // must not reveal that notes exist)
+                if !internal {
+                    mark(conn, id, author_kind, author_id, message_id).await?;
+                }
                 // ids only: the body stays in MySQL, subscribers load it
                 crate::events::record(
                     conn,
@@ -126,13 +133,17 @@ impl Consultations {
                     }),
                 )
                 .await?;
-                consultation_messages::table
+                Ok(Ok(consultation_messages::table
                     .find(message_id)
                     .select(MessageRow::as_select())
                     .first(conn)
-                    .await
+                    .await?))
             })
             .await?;
+        let message = match outcome {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
+        };
         metrics::counter!("ruizhu_consultation_messages_total", "internal" => if internal { "true" } else { "false" })
             .increment(1);
         Ok(Ok(message))
@@ -190,12 +201,18 @@ impl Consultations {
         if !access.read {
             return Ok(Err(ConsultationError::NotFound));
         }
-        let belongs: i64 = consultation_messages::table
+        if !access.act {
+            return Ok(Err(ConsultationError::NotAllowed));
+        }
+        let mut q = consultation_messages::table
             .filter(consultation_messages::id.eq(message_id))
             .filter(consultation_messages::consultation_id.eq(id))
-            .count()
-            .get_result(&mut conn)
-            .await?;
+            .into_boxed();
+        if !access.internal {
+            // a member's notes do not exist: marking one is like marking nothing
+            q = q.filter(consultation_messages::internal.eq(false));
+        }
+        let belongs: i64 = q.count().get_result(&mut conn).await?;
         if belongs == 0 {
             return Ok(Err(ConsultationError::Input(vec![UserError::not_found(
                 "messageId",
@@ -205,6 +222,45 @@ impl Consultations {
         let (reader_kind, reader_id) = kind(viewer);
         mark(&mut conn, id, reader_kind, reader_id, message_id).await?;
         Ok(Ok(()))
+    }
+
+    /// Read positions of a consultation's member and assigned advisor, as `viewer_sees_notes`
+    /// may see them: for a member, a position on an internal note is shown as the last message
+    /// they can see before it.
+    pub async fn receipts(
+        &self,
+        c: &super::ConsultationRow,
+        viewer_sees_notes: bool,
+    ) -> DomainResult<Vec<ReadRow>> {
+        let mut conn = self.db.conn().await?;
+        let rows: Vec<ReadRow> = consultation_reads::table
+            .filter(consultation_reads::consultation_id.eq(c.id))
+            .select(ReadRow::as_select())
+            .load(&mut conn)
+            .await?;
+        let mut out = Vec::new();
+        for mut r in rows {
+            let participant = (r.reader_kind == "member" && r.reader_id == c.member_id)
+                || (r.reader_kind == "staff" && Some(r.reader_id) == c.advisor_id);
+            if !participant {
+                continue;
+            }
+            if !viewer_sees_notes {
+                let visible: Option<u64> = consultation_messages::table
+                    .filter(consultation_messages::consultation_id.eq(c.id))
+                    .filter(consultation_messages::internal.eq(false))
+                    .filter(consultation_messages::id.le(r.last_read_id))
+                    .select(diesel::dsl::max(consultation_messages::id))
+                    .first(&mut conn)
+                    .await?;
+                match visible {
+                    Some(v) => r.last_read_id = v,
+                    None => continue,
+                }
+            }
+            out.push(r);
+        }
+        Ok(out)
     }
 
     /// Read positions of each consultation's participants.

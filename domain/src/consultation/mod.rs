@@ -261,10 +261,11 @@ pub(crate) fn valid_images(urls: &[String], field: &str, errors: &mut Vec<UserEr
     if urls.len() > MAX_LIST {
         errors.push(UserError::invalid(field, "at most 10 images"));
     }
-    if urls
-        .iter()
-        .any(|u| !u.starts_with("https://") || u.len() > 512 || u.chars().any(char::is_whitespace))
-    {
+    if urls.iter().any(|u| {
+        !u.starts_with("https://")
+            || u.len() > 512
+            || u.chars().any(|c| c.is_whitespace() || c.is_control())
+    }) {
         errors.push(UserError::invalid(
             field,
             "https URLs of at most 512 characters",
@@ -335,18 +336,21 @@ impl Consultations {
                 internal: true,
             },
             Viewer::Advisor(id) => {
-                // their own client's other consultations: readable, for the history
-                let client: bool = diesel::select(diesel::dsl::exists(
-                    consultations::table
-                        .filter(consultations::member_id.eq(c.member_id))
-                        .filter(consultations::advisor_id.eq(id)),
-                ))
-                .get_result(conn)
-                .await?;
+                // their own client's past consultations (finished ones): readable, for the
+                // history — not the other advisors' internal notes, and nothing to act on
+                let finished = matches!(c.status(), Status::Completed | Status::Cancelled);
+                let client = finished
+                    && diesel::select(diesel::dsl::exists(
+                        consultations::table
+                            .filter(consultations::member_id.eq(c.member_id))
+                            .filter(consultations::advisor_id.eq(id)),
+                    ))
+                    .get_result::<bool>(conn)
+                    .await?;
                 Access {
                     read: client,
                     act: false,
-                    internal: client,
+                    internal: false,
                 }
             }
             Viewer::Ops(_) => Access {
@@ -369,10 +373,14 @@ impl Consultations {
             errors.push(UserError::invalid("input.preferredSlots", "at most 10"));
         }
         let now = chrono::Utc::now();
-        if req.preferred_slots.iter().any(|t| *t <= now) {
+        if req
+            .preferred_slots
+            .iter()
+            .any(|t| *t <= now || *t > now + chrono::TimeDelta::days(365))
+        {
             errors.push(UserError::invalid(
                 "input.preferredSlots",
-                "times in the future",
+                "times in the coming year",
             ));
         }
         if req.product_ids.len() > MAX_LIST {

@@ -291,6 +291,27 @@ impl Consumers {
             return Ok(());
         }
         let mut conn = self.db.conn().await?;
+        if event.event_type == "consultation.reminder" {
+            // cancelled or moved since the reminder was claimed: say nothing (and keep the
+            // member's consent for a reminder that is still true)
+            use crate::schema::consultations;
+            let now: Option<(String, Option<chrono::NaiveDateTime>)> = consultations::table
+                .find(subject)
+                .select((consultations::status, consultations::scheduled_at))
+                .first(&mut conn)
+                .await
+                .optional()?;
+            let promised = p["scheduled_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.naive_utc());
+            let still = now.is_some_and(|(status, at)| {
+                status == crate::consultation::Status::Scheduled.as_str() && at == promised
+            });
+            if !still {
+                return Ok(());
+            }
+        }
         let openid: Option<String> = members::table
             .find(member_id)
             .select(members::openid)
