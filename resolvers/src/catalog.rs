@@ -616,16 +616,7 @@ impl CatalogMutation {
         if !found {
             return Ok(ProductGatePayload::refused("productId", "no such product"));
         }
-        let catalog = ctx.data_unchecked::<Catalog>();
-        catalog.invalidate_products(&[product]).await;
-        let loaded = catalog
-            .products(&[product])
-            .await
-            .map_err(|e| internal(&e))?;
-        Ok(ProductGatePayload {
-            product: loaded.get(&product).cloned().map(ProductNode),
-            errors: Vec::new(),
-        })
+        ProductGatePayload::changed(ctx, product).await
     }
 
     /// Sets a SKU's member price for a tier and above (`priceFen` null removes it).
@@ -655,16 +646,7 @@ impl CatalogMutation {
         let Some(product) = product else {
             return Ok(ProductGatePayload::refused("skuId", "no such SKU"));
         };
-        let catalog = ctx.data_unchecked::<Catalog>();
-        catalog.invalidate_products(&[product]).await;
-        let loaded = catalog
-            .products(&[product])
-            .await
-            .map_err(|e| internal(&e))?;
-        Ok(ProductGatePayload {
-            product: loaded.get(&product).cloned().map(ProductNode),
-            errors: Vec::new(),
-        })
+        ProductGatePayload::changed(ctx, product).await
     }
 }
 
@@ -704,6 +686,20 @@ pub struct ProductGatePayload {
 }
 
 impl ProductGatePayload {
+    /// The product after a change of its tier settings, dropped from the caches first.
+    async fn changed(ctx: &Context<'_>, product: u64) -> async_graphql::Result<Self> {
+        let catalog = ctx.data_unchecked::<Catalog>();
+        catalog.invalidate_products(&[product]).await;
+        let loaded = catalog
+            .products(&[product])
+            .await
+            .map_err(|e| internal(&e))?;
+        Ok(Self {
+            product: loaded.get(&product).cloned().map(ProductNode),
+            errors: Vec::new(),
+        })
+    }
+
     fn refused(field: &str, message: &str) -> Self {
         Self {
             product: None,

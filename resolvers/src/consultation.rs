@@ -24,7 +24,7 @@ use crate::catalog::{ProductNode, SkuNode};
 use crate::error::internal;
 use crate::id;
 use crate::loaders::{Loaders, ProductById, SkuById, StaffById};
-use crate::pagination::{decode_cursor, encode_cursor, page_size};
+use crate::pagination::{decode_cursor, id_page, page_size};
 use crate::payload::{UserError, UserErrorCode, user_errors};
 
 fn service<'a>(ctx: &Context<'a>) -> &'a Consultations {
@@ -528,7 +528,7 @@ impl ConsultationNode {
     ) -> async_graphql::Result<ConsultationMessageConnection> {
         let limit = page_size(first)?;
         let after_id = after.as_deref().map(decode_cursor::<u64>).transpose()?;
-        let mut rows = if limit == 0 {
+        let rows = if limit == 0 {
             Vec::new()
         } else {
             service(ctx)
@@ -536,13 +536,8 @@ impl ConsultationNode {
                 .await
                 .map_err(|e| internal(&e))?
         };
-        let has_next = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let total = rows.len() as i64;
-        let items = rows
-            .into_iter()
-            .map(|m| (encode_cursor(&m.id), MessageNode(m)))
-            .collect();
+        let (items, has_next) = id_page(rows, limit, |m| m.id, MessageNode);
+        let total = items.len() as i64;
         Ok(ConsultationMessageConnection::new(
             items,
             after_id.is_some(),
@@ -606,7 +601,7 @@ pub(crate) async fn consultation_page(
 ) -> async_graphql::Result<ConsultationConnection> {
     let limit = page_size(first)?;
     let before = after.as_deref().map(decode_cursor::<u64>).transpose()?;
-    let mut rows = if limit == 0 {
+    let rows = if limit == 0 {
         Vec::new()
     } else {
         service(ctx)
@@ -614,9 +609,6 @@ pub(crate) async fn consultation_page(
             .await
             .map_err(|e| internal(&e))?
     };
-    let has_next = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let total = rows.len() as i64;
     let access = match viewer {
         Viewer::Member(_) => Access {
             read: true,
@@ -629,18 +621,16 @@ pub(crate) async fn consultation_page(
             internal: true,
         },
     };
-    let items = rows
-        .into_iter()
-        .map(|r| {
-            (
-                encode_cursor(&r.id),
-                ConsultationNode {
-                    row: Arc::new(r),
-                    access,
-                },
-            )
-        })
-        .collect();
+    let (items, has_next) = id_page(
+        rows,
+        limit,
+        |r| r.id,
+        |r| ConsultationNode {
+            row: Arc::new(r),
+            access,
+        },
+    );
+    let total = items.len() as i64;
     Ok(ConsultationConnection::new(
         items,
         before.is_some(),

@@ -17,7 +17,7 @@ use crate::error::internal;
 use crate::id;
 use crate::loaders::{AllTiers, CouponTemplateById, Loaders, MemberById};
 use crate::money::Money;
-use crate::pagination::{decode_cursor, encode_cursor, page_size};
+use crate::pagination::{decode_cursor, id_page, page_size};
 use crate::payload::{UserError, UserErrorCode, user_errors};
 
 fn membership<'a>(ctx: &Context<'a>) -> &'a Membership {
@@ -635,19 +635,14 @@ pub(crate) async fn points_history(
     } else {
         0
     };
-    let mut rows = if limit == 0 {
+    let rows = if limit == 0 {
         Vec::new()
     } else {
         m.history(member, before, limit + 1)
             .await
             .map_err(|e| internal(&e))?
     };
-    let has_next = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let items = rows
-        .into_iter()
-        .map(|e| (encode_cursor(&e.id), PointsEntryNode(e)))
-        .collect();
+    let (items, has_next) = id_page(rows, limit, |e| e.id, PointsEntryNode);
     Ok(PointsEntryConnection::new(
         items,
         before.is_some(),
@@ -666,7 +661,7 @@ pub(crate) async fn member_coupons(
 ) -> async_graphql::Result<CouponConnection> {
     let limit = page_size(first)?;
     let before = after.as_deref().map(decode_cursor::<u64>).transpose()?;
-    let mut rows = if limit == 0 {
+    let rows = if limit == 0 {
         Vec::new()
     } else {
         membership(ctx)
@@ -674,13 +669,8 @@ pub(crate) async fn member_coupons(
             .await
             .map_err(|e| internal(&e))?
     };
-    let has_next = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let total = rows.len() as i64;
-    let items = rows
-        .into_iter()
-        .map(|c| (encode_cursor(&c.id), CouponNode(c)))
-        .collect();
+    let (items, has_next) = id_page(rows, limit, |c| c.id, CouponNode);
+    let total = items.len() as i64;
     Ok(CouponConnection::new(
         items,
         before.is_some(),
@@ -694,14 +684,8 @@ async fn template_page(
     limit: i64,
     before: Option<u64>,
 ) -> CouponTemplateConnection {
-    let mut rows = rows;
-    let has_next = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let total = rows.len() as i64;
-    let items = rows
-        .into_iter()
-        .map(|t| (encode_cursor(&t.id), CouponTemplateNode(t)))
-        .collect();
+    let (items, has_next) = id_page(rows, limit, |t| t.id, CouponTemplateNode);
+    let total = items.len() as i64;
     CouponTemplateConnection::new(items, before.is_some(), has_next, total)
 }
 

@@ -109,6 +109,23 @@ pub fn decode_cursor<T: DeserializeOwned>(cursor: &str) -> async_graphql::Result
         .ok_or_else(|| bad_input("after", "not a cursor returned by this connection"))
 }
 
+/// Splits rows read as `limit + 1` (ordered by id, the cursor) into the page to show, each with
+/// its cursor and node, and whether more rows follow.
+pub fn id_page<T, N>(
+    mut rows: Vec<T>,
+    limit: i64,
+    id: impl Fn(&T) -> u64,
+    node: impl Fn(T) -> N,
+) -> (Vec<(String, N)>, bool) {
+    let has_next = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let items = rows
+        .into_iter()
+        .map(|r| (encode_cursor(&id(&r)), node(r)))
+        .collect();
+    (items, has_next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
