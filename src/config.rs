@@ -107,6 +107,10 @@ pub struct HttpSettings {
     /// Reverse proxies in front of the service whose `X-Forwarded-For` entries are trusted for
     /// the caller's address (0: the TCP peer is the caller; 1: one ingress).
     pub trusted_proxy_hops: usize,
+    /// Every HTTP request is answered within this many ms: past it the work is dropped (an
+    /// open transaction rolls back) and the caller gets 503 `SERVICE_UNAVAILABLE` (`reason: TIMEOUT`), safe to retry with the
+    /// same idempotency key. WebSocket sessions are not bounded by it, only their upgrade.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for HttpSettings {
@@ -120,6 +124,7 @@ impl Default for HttpSettings {
             ws_max_subscriptions: 20,
             ws_ping_interval_ms: 15_000,
             trusted_proxy_hops: 0,
+            request_timeout_ms: 10_000,
         }
     }
 }

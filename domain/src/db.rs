@@ -64,14 +64,52 @@ impl StatementCounter {
     }
 }
 
-struct CountingInstrumentation(StatementCounter);
+struct CountingInstrumentation(StatementCounter, Arc<PoolHealth>);
 
 impl Instrumentation for CountingInstrumentation {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        if let InstrumentationEvent::StartQuery { .. } = event {
-            AtomicU64::fetch_add(&(self.0).0, 1, Ordering::Relaxed);
-            metrics::counter!("ruizhu_db_statements_total").increment(1);
+        match event {
+            InstrumentationEvent::StartQuery { .. } => {
+                AtomicU64::fetch_add(&(self.0).0, 1, Ordering::Relaxed);
+                metrics::counter!("ruizhu_db_statements_total").increment(1);
+            }
+            InstrumentationEvent::FinishQuery { error: Some(e), .. }
+                if crate::error::connection_lost(e) =>
+            {
+                self.1.note_lost()
+            }
+            _ => {}
         }
+    }
+}
+
+/// When one of the pool's connections was last found dead (the server restarted or killed
+/// it, the network dropped): for a while afterwards every pooled connection is checked with
+/// `SELECT 1` before it is handed out, so one dead connection per pool slot does not cost one
+/// failed request per slot. Per pool, so one pool's trouble costs no other pool a statement.
+#[derive(Debug)]
+struct PoolHealth {
+    epoch: std::time::Instant,
+    /// ms since `epoch` + 1; 0 = never.
+    last_lost_ms: AtomicU64,
+}
+
+/// How long after a lost connection pooled connections are checked before use.
+const VERIFY_AFTER_LOSS: Duration = Duration::from_secs(10);
+
+impl PoolHealth {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn note_lost(&self) {
+        AtomicU64::store(&self.last_lost_ms, self.now_ms() + 1, Ordering::Relaxed);
+        metrics::counter!("ruizhu_db_connections_lost_total").increment(1);
+    }
+
+    fn recently_lost(&self) -> bool {
+        let at = AtomicU64::load(&self.last_lost_ms, Ordering::Relaxed);
+        at != 0 && self.now_ms() + 1 - at < VERIFY_AFTER_LOSS.as_millis() as u64
     }
 }
 
@@ -96,12 +134,33 @@ impl Db {
     pub fn new(settings: &DbSettings) -> anyhow::Result<Self> {
         let statements = StatementCounter::default();
         let counter = statements.clone();
+        let health = Arc::new(PoolHealth {
+            epoch: std::time::Instant::now(),
+            last_lost_ms: AtomicU64::new(0),
+        });
+        let checks = health.clone();
         let mut config = ManagerConfig::default();
-        // `Verified` would send a `SELECT 1` on every checkout; broken connections are detected
-        // by diesel-async and dropped by the pool instead.
-        config.recycling_method = RecyclingMethod::Fast;
+        // `Verified` would send a `SELECT 1` on every checkout. Connections broken inside a
+        // transaction are dropped by diesel-async; idle ones that died with the server are
+        // found by checking every connection only for a while after one was seen dead.
+        config.recycling_method =
+            RecyclingMethod::CustomFunction(Box::new(move |conn: &mut AsyncMysqlConnection| {
+                let check = checks.recently_lost();
+                async move {
+                    if check {
+                        diesel::sql_query("SELECT 1")
+                            .execute(conn)
+                            .await
+                            .map(|_: usize| ())
+                    } else {
+                        Ok(())
+                    }
+                }
+                .boxed()
+            }));
         config.custom_setup = Box::new(move |url| {
             let counter = counter.clone();
+            let health = health.clone();
             async move {
                 let mut conn = AsyncMysqlConnection::establish(url).await?;
                 diesel::sql_query("SET time_zone = '+00:00'")
@@ -115,7 +174,7 @@ impl Db {
                     .execute(&mut conn)
                     .await
                     .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                conn.set_instrumentation(CountingInstrumentation(counter));
+                conn.set_instrumentation(CountingInstrumentation(counter, health));
                 Ok(conn)
             }
             .boxed()

@@ -18,6 +18,30 @@ pub enum DomainError {
     Internal(String),
 }
 
+/// What the MySQL driver says when the connection itself is gone (server restarted or killed
+/// the session, network cut): the statement may not have run, and the same request on a fresh
+/// connection may well succeed.
+const CONNECTION_LOST: &[&str] = &[
+    "Input/output error",
+    "Connection to the server is closed",
+    "Packet out of order",
+    "Unexpected packet",
+    "Server shutdown in progress",
+    "Connection was killed",
+];
+
+/// True when `e` says the connection to MySQL was lost.
+pub fn connection_lost(e: &diesel::result::Error) -> bool {
+    match e {
+        diesel::result::Error::DatabaseError(_, info) => {
+            let message = info.message();
+            CONNECTION_LOST.iter().any(|s| message.contains(s))
+        }
+        diesel::result::Error::BrokenTransactionManager => true,
+        _ => false,
+    }
+}
+
 impl From<diesel_async::pooled_connection::deadpool::PoolError> for DomainError {
     fn from(e: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
         DomainError::Pool(e.to_string())
@@ -29,6 +53,7 @@ impl DomainError {
     pub fn is_retryable(&self) -> bool {
         match self {
             DomainError::Pool(_) => true,
+            DomainError::Database(e) if connection_lost(e) => true,
             DomainError::Database(diesel::result::Error::DatabaseError(_, info)) => {
                 info.message().contains("Deadlock found")
                     || info.message().contains("Lock wait timeout")

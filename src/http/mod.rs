@@ -54,6 +54,10 @@ pub fn router(app: Arc<App>) -> Router {
     routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            Duration::from_millis(app.settings.http.request_timeout_ms),
+            deadline,
+        ))
         .layer(middleware::from_fn(record_http_metrics))
         .layer(
             ServiceBuilder::new()
@@ -89,6 +93,36 @@ pub fn ops_router(app: Arc<App>) -> Router {
 
 async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
+/// Answers every request within `limit`: past it the handler's future is dropped (a
+/// transaction in flight is rolled back with its connection) and the caller gets 503 with a
+/// GraphQL-shaped `SERVICE_UNAVAILABLE` error (`reason: TIMEOUT`) and `Retry-After`. A client that retries a mutation with the
+/// same idempotency key gets the first attempt's result if it had committed.
+async fn deadline(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::counter!("ruizhu_http_timeouts_total").increment(1);
+            tracing::warn!(
+                limit_ms = limit.as_millis() as u64,
+                "request past its deadline"
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [
+                    (axum::http::header::CONTENT_TYPE, "application/json"),
+                    (axum::http::header::RETRY_AFTER, "1"),
+                ],
+                r#"{"errors":[{"message":"the request took too long and was abandoned; retry it","extensions":{"code":"SERVICE_UNAVAILABLE","reason":"TIMEOUT"}}]}"#,
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn record_http_metrics(req: Request, next: Next) -> Response {

@@ -11,6 +11,7 @@ mod apq;
 mod catalog;
 mod consultation;
 mod events;
+mod faults;
 mod http_spec;
 mod identity;
 mod limits;

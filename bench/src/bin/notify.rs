@@ -14,14 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use bench::wxpay::{Notification, Platform};
 use clap::Parser;
-use domain::wechatpay::{self, SignedHeaders, WechatPay, WechatPaySettings};
-use rsa::pkcs1v15::SigningKey;
-use rsa::signature::{SignatureEncoding as _, Signer as _};
+use domain::wechatpay::{SignedHeaders, WechatPay, WechatPaySettings};
 use secrecy::SecretString;
 use serde_json::json;
-use sha2::Sha256;
 
 #[derive(Parser, Debug)]
 #[command(about = "WeChat Pay notification load generator")]
@@ -70,49 +67,6 @@ struct Args {
     rate: u64,
 }
 
-struct Prepared {
-    timestamp: String,
-    nonce: String,
-    signature: String,
-    body: String,
-}
-
-fn prepare(args: &Args, signer: &SigningKey<Sha256>, i: usize) -> anyhow::Result<Prepared> {
-    let out_trade_no = format!("{}{:010}", args.prefix, i);
-    let tx = json!({
-        "appid": args.app_id, "mchid": args.mch_id, "out_trade_no": out_trade_no,
-        "transaction_id": format!("4200{:028}", i), "trade_type": "JSAPI", "trade_state": "SUCCESS",
-        "trade_state_desc": "支付成功", "bank_type": "OTHERS", "attach": "",
-        "success_time": "2026-11-25T10:00:00+08:00", "payer": { "openid": "o-bench" },
-        "amount": { "total": args.total, "payer_total": args.total, "currency": "CNY", "payer_currency": "CNY" }
-    });
-    let nonce = format!("{:012}", i % 1_000_000_000_000);
-    let ciphertext = wechatpay::encrypt_resource(
-        args.apiv3_key.as_bytes(),
-        &nonce,
-        "transaction",
-        tx.to_string().as_bytes(),
-    )?;
-    let body = json!({
-        "id": format!("EV-{i}"), "create_time": "2026-11-25T10:00:01+08:00",
-        "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
-        "resource": { "original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
-                      "ciphertext": ciphertext, "associated_data": "transaction", "nonce": nonce }
-    })
-    .to_string();
-    let timestamp = chrono::Utc::now().timestamp().to_string();
-    let header_nonce = format!("n{i:031}");
-    let message = wechatpay::signed_message(&timestamp, &header_nonce, body.as_bytes());
-    let signature =
-        base64::engine::general_purpose::STANDARD.encode(signer.sign(&message).to_bytes());
-    Ok(Prepared {
-        timestamp,
-        nonce: header_nonce,
-        signature,
-        body,
-    })
-}
-
 fn report(value: serde_json::Value) {
     #[allow(clippy::print_stdout)]
     {
@@ -124,19 +78,9 @@ async fn post(
     client: &reqwest::Client,
     url: &str,
     key_id: &str,
-    p: &Prepared,
+    p: &Notification,
 ) -> anyhow::Result<()> {
-    let response = client
-        .post(url)
-        .header("Content-Type", "application/json")
-        .header("Wechatpay-Timestamp", &p.timestamp)
-        .header("Wechatpay-Nonce", &p.nonce)
-        .header("Wechatpay-Signature", &p.signature)
-        .header("Wechatpay-Serial", key_id)
-        .header("Wechatpay-Signature-Type", "WECHATPAY2-SHA256-RSA2048")
-        .body(p.body.clone())
-        .send()
-        .await?;
+    let response = p.request(client, url, key_id).send().await?;
     let status = response.status().as_u16();
     let text = response.text().await?;
     anyhow::ensure!(
@@ -150,10 +94,23 @@ async fn post(
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let pem = std::fs::read_to_string(&args.platform_key)?;
-    let signer = SigningKey::<Sha256>::new(wechatpay::private_key_from_pem(&pem)?);
+    let platform = Platform::new(
+        &args.app_id,
+        &args.mch_id,
+        &args.apiv3_key,
+        &args.key_id,
+        &pem,
+    )?;
     let prepared_started = Instant::now();
-    let prepared: Vec<Prepared> = (args.first..args.first + args.count)
-        .map(|i| prepare(&args, &signer, i))
+    let prepared: Vec<Notification> = (args.first..args.first + args.count)
+        .map(|i| {
+            platform.payment(
+                &format!("{}{:010}", args.prefix, i),
+                &format!("4200{:028}", i),
+                args.total,
+                i as u64,
+            )
+        })
         .collect::<anyhow::Result<_>>()?;
     let prepare_secs = prepared_started.elapsed().as_secs_f64();
 

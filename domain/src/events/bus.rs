@@ -43,8 +43,31 @@ impl std::fmt::Debug for Bus {
 
 /// Kafka producer and settings.
 pub struct KafkaBus {
-    producer: FutureProducer,
+    /// Replaced when librdkafka declares the idempotent producer fatally broken (e.g. a broker
+    /// that came back without the producer's state).
+    producer: std::sync::RwLock<FutureProducer>,
     settings: KafkaSettings,
+    /// When topics were last (re)created after a failed delivery, so a broker that lost its
+    /// topics gets them back without an admin call per relay pass.
+    topics_checked: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Publish passes in a row that did not deliver everything.
+    failed_passes: std::sync::atomic::AtomicU32,
+}
+
+/// After this many failed publish passes in a row the producer is replaced even if librdkafka
+/// did not call its state fatal: an idempotent producer whose broker came back without its
+/// state can wait for a producer id forever, timing out every message.
+const REPLACE_PRODUCER_AFTER: u32 = 3;
+
+fn producer_for(settings: &KafkaSettings, brokers: &str) -> anyhow::Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", settings.timeout_ms.to_string())
+        .set("client.id", "ruizhu-relay")
+        .create()?)
 }
 
 impl Bus {
@@ -53,17 +76,11 @@ impl Bus {
         let Some(brokers) = settings.brokers.as_deref().filter(|b| !b.is_empty()) else {
             return Ok(Bus::Embedded(broadcast::channel(EMBEDDED_CAPACITY).0));
         };
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2")
-            .set("message.timeout.ms", settings.timeout_ms.to_string())
-            .set("client.id", "ruizhu-relay")
-            .create()?;
         Ok(Bus::Kafka(Arc::new(KafkaBus {
-            producer,
+            producer: std::sync::RwLock::new(producer_for(settings, brokers)?),
             settings: settings.clone(),
+            topics_checked: std::sync::Mutex::new(None),
+            failed_passes: std::sync::atomic::AtomicU32::new(0),
         })))
     }
 
@@ -78,7 +95,7 @@ impl Bus {
         let Bus::Kafka(k) = self else {
             return None;
         };
-        let producer = k.producer.clone();
+        let producer = k.producer();
         let timeout = Duration::from_millis(k.settings.timeout_ms);
         let answered = tokio::task::spawn_blocking(move || {
             rdkafka::producer::Producer::client(&producer)
@@ -93,36 +110,10 @@ impl Bus {
 
     /// Creates the topics (Kafka; already existing ones are fine).
     pub async fn ensure_topics(&self) -> anyhow::Result<()> {
-        let Bus::Kafka(k) = self else {
-            return Ok(());
-        };
-        let admin: AdminClient<_> = ClientConfig::new()
-            .set(
-                "bootstrap.servers",
-                k.settings.brokers.as_deref().unwrap_or_default(),
-            )
-            .create()?;
-        let names: Vec<String> = TOPICS.iter().map(|t| k.topic(t)).collect();
-        let topics: Vec<NewTopic<'_>> = names
-            .iter()
-            .map(|n| {
-                NewTopic::new(
-                    n,
-                    k.settings.partitions,
-                    TopicReplication::Fixed(k.settings.replication),
-                )
-            })
-            .collect();
-        let options = AdminOptions::new()
-            .operation_timeout(Some(Duration::from_millis(k.settings.timeout_ms)))
-            .request_timeout(Some(Duration::from_millis(k.settings.timeout_ms)));
-        for result in admin.create_topics(&topics, &options).await? {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
-            }
+        match self {
+            Bus::Kafka(k) => k.ensure_topics().await,
+            Bus::Embedded(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// Publishes events in order and returns how many, from the first, were delivered (a row
@@ -156,31 +147,19 @@ impl Bus {
                 topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             }),
             Bus::Kafka(k) => {
-                let consumer: StreamConsumer = ClientConfig::new()
-                    .set(
-                        "bootstrap.servers",
-                        k.settings.brokers.as_deref().unwrap_or_default(),
-                    )
-                    .set("group.id", format!("{}-{group}", k.settings.group_prefix))
-                    .set("enable.auto.commit", "true")
-                    .set("auto.commit.interval.ms", "500")
-                    .set("enable.auto.offset.store", "false")
-                    .set(
-                        "auto.offset.reset",
-                        if from_latest { "latest" } else { "earliest" },
-                    )
-                    .set("session.timeout.ms", "10000")
-                    // deliver soon after an event arrives, even if the broker does not wake
-                    // long-polling fetches
-                    .set("fetch.wait.max.ms", "20")
-                    .set("topic.metadata.refresh.interval.ms", "5000")
-                    .create()?;
-                let names: Vec<String> = topics.iter().map(|t| k.topic(t)).collect();
-                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-                consumer.subscribe(&refs)?;
+                let topics: Vec<String> = topics.iter().map(|t| k.topic(t)).collect();
+                let consumer = k.consumer(group, &topics, from_latest)?;
                 Ok(Subscription::Kafka {
                     consumer: ClosingConsumer(Some(consumer)),
                     prefix: k.settings.topic_prefix.clone(),
+                    rejoin: Rejoin {
+                        bus: k.clone(),
+                        group: group.to_owned(),
+                        topics,
+                        from_latest,
+                        disturbed: None,
+                        unassigned_since: None,
+                    },
                 })
             }
         }
@@ -190,6 +169,132 @@ impl Bus {
 impl KafkaBus {
     fn topic(&self, name: &str) -> String {
         format!("{}{name}", self.settings.topic_prefix)
+    }
+
+    /// A consumer in group `group` subscribed to `topics` (full names).
+    fn consumer(
+        &self,
+        group: &str,
+        topics: &[String],
+        from_latest: bool,
+    ) -> anyhow::Result<StreamConsumer> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set(
+                "bootstrap.servers",
+                self.settings.brokers.as_deref().unwrap_or_default(),
+            )
+            .set(
+                "group.id",
+                format!("{}-{group}", self.settings.group_prefix),
+            )
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "500")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.offset.reset",
+                if from_latest { "latest" } else { "earliest" },
+            )
+            .set("session.timeout.ms", "10000")
+            // the rebalance timeout a join announces: a coordinator waiting for members that
+            // will never rejoin (dropped or killed consumers) gives up on them this soon
+            // instead of after librdkafka's default 5 minutes; handlers poll far more often
+            .set("max.poll.interval.ms", "30000")
+            // deliver soon after an event arrives, even if the broker does not wake
+            // long-polling fetches
+            .set("fetch.wait.max.ms", "20")
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            .create()?;
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&refs)?;
+        Ok(consumer)
+    }
+
+    fn producer(&self) -> FutureProducer {
+        match self.producer.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Creates the topics (Kafka; already existing ones are fine).
+    async fn ensure_topics(&self) -> anyhow::Result<()> {
+        let admin: AdminClient<_> = ClientConfig::new()
+            .set(
+                "bootstrap.servers",
+                self.settings.brokers.as_deref().unwrap_or_default(),
+            )
+            .create()?;
+        let names: Vec<String> = TOPICS.iter().map(|t| self.topic(t)).collect();
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|n| {
+                NewTopic::new(
+                    n,
+                    self.settings.partitions,
+                    TopicReplication::Fixed(self.settings.replication),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_millis(self.settings.timeout_ms)))
+            .request_timeout(Some(Duration::from_millis(self.settings.timeout_ms)));
+        for result in admin.create_topics(&topics, &options).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// After a failed delivery: the broker may have come back without its topics (or the
+    /// producer without its state). Recreates the topics at most every few seconds and replaces
+    /// a fatally failed producer; the outbox still holds every undelivered row.
+    async fn recover(&self) {
+        use std::sync::atomic::Ordering;
+        let producer = self.producer();
+        let failed = self.failed_passes.fetch_add(1, Ordering::Relaxed) + 1;
+        let fatal = rdkafka::producer::Producer::client(&producer).fatal_error();
+        if let Some((code, reason)) = &fatal {
+            tracing::error!(?code, %reason, "the Kafka producer failed fatally; replacing it");
+            metrics::counter!("ruizhu_kafka_producer_fatal_total").increment(1);
+        }
+        if fatal.is_some() || failed >= REPLACE_PRODUCER_AFTER {
+            if fatal.is_none() {
+                tracing::warn!(
+                    failed,
+                    "deliveries keep failing; replacing the Kafka producer"
+                );
+            }
+            metrics::counter!("ruizhu_kafka_producer_replaced_total").increment(1);
+            let brokers = self.settings.brokers.as_deref().unwrap_or_default();
+            match producer_for(&self.settings, brokers) {
+                Ok(fresh) => {
+                    let old = self
+                        .producer
+                        .write()
+                        .map(|mut p| std::mem::replace(&mut *p, fresh));
+                    // dropping a producer flushes, which can wait: not on the async runtime
+                    if let Ok(old) = old {
+                        let _ = std::thread::Builder::new()
+                            .name("kafka-producer-close".into())
+                            .spawn(move || drop(old));
+                    }
+                    self.failed_passes.store(0, Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!(error = %e, "could not create a Kafka producer"),
+            }
+        }
+        let due = self.topics_checked.lock().is_ok_and(|mut at| {
+            let due = at.is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
+            if due {
+                *at = Some(std::time::Instant::now());
+            }
+            due
+        });
+        if due && let Err(e) = self.ensure_topics().await {
+            tracing::warn!(error = %e, "could not check the Kafka topics");
+        }
     }
 
     async fn publish(&self, events: &[Event]) -> usize {
@@ -202,6 +307,7 @@ impl KafkaBus {
                 )
             })
             .collect();
+        let producer = self.producer();
         let mut pending = Vec::with_capacity(events.len());
         for (event, (topic, payload)) in events.iter().zip(&payloads) {
             let record = FutureRecord::to(topic)
@@ -213,7 +319,7 @@ impl KafkaBus {
                         value: Some(event.event_type.as_str()),
                     }),
                 );
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => pending.push(delivery),
                 Err((e, _)) => {
                     tracing::warn!(error = %e, "could not enqueue an event for Kafka");
@@ -238,11 +344,11 @@ impl KafkaBus {
                 Err(_) => gap = true,
             }
         }
-        if let Some((code, reason)) =
-            rdkafka::producer::Producer::client(&self.producer).fatal_error()
-        {
-            tracing::error!(?code, %reason, "the Kafka producer hit a fatal error; restart the process");
-            metrics::counter!("ruizhu_kafka_producer_fatal_total").increment(1);
+        if delivered < events.len() {
+            self.recover().await;
+        } else {
+            self.failed_passes
+                .store(0, std::sync::atomic::Ordering::Relaxed);
         }
         delivered
     }
@@ -298,7 +404,34 @@ pub enum Subscription {
     Kafka {
         consumer: ClosingConsumer,
         prefix: String,
+        rejoin: Rejoin,
     },
+}
+
+/// How long a consumer must hear nothing after a broker error before it is built again.
+const QUIET_AFTER_ERROR: Duration = Duration::from_secs(5);
+/// How long a consumer may go without any partition before it is built again.
+const UNASSIGNED_LIMIT: Duration = Duration::from_secs(30);
+
+/// What a Kafka subscription needs to start over. A broker that comes back after an outage
+/// may have lost the group's state or (a rebuilt cluster, or tansu's memory storage) its
+/// topics: the old consumer then waits at offsets the recreated topics have not reached and
+/// hears nothing. So once the errors stop and nothing arrives for `QUIET_AFTER_ERROR`, the
+/// consumer is replaced by a fresh one, which rejoins the group and resumes from the committed
+/// offsets, or from the start (`earliest`) or the end (`latest`) of a recreated topic. Events
+/// read twice are absorbed by the consumers' deduplication. Likewise a consumer left without
+/// partitions for `UNASSIGNED_LIMIT` (a join the coordinator never completed, as tansu does when
+/// a dead member of the group has not been expired yet) starts over: with at most as many
+/// consumers per group as partitions (`RUIZHU_KAFKA__PARTITIONS`), each always has one.
+pub struct Rejoin {
+    bus: Arc<KafkaBus>,
+    group: String,
+    topics: Vec<String>,
+    from_latest: bool,
+    /// When the last broker error was seen, while no event has arrived since.
+    disturbed: Option<std::time::Instant>,
+    /// Since when the consumer has had no partition.
+    unassigned_since: Option<std::time::Instant>,
 }
 
 impl Subscription {
@@ -321,9 +454,53 @@ impl Subscription {
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
             },
-            Subscription::Kafka { consumer, prefix } => loop {
-                match consumer.recv().await {
+            Subscription::Kafka {
+                consumer,
+                prefix,
+                rejoin,
+            } => loop {
+                let Ok(received) = tokio::time::timeout(QUIET_AFTER_ERROR, consumer.recv()).await
+                else {
+                    // nothing for a while: fine, unless the broker just failed or this
+                    // consumer has been left without partitions
+                    let now = std::time::Instant::now();
+                    let unassigned = consumer
+                        .assignment()
+                        .map(|a| a.count() == 0)
+                        .unwrap_or(true);
+                    rejoin.unassigned_since = match (unassigned, rejoin.unassigned_since) {
+                        (false, _) => None,
+                        (true, None) => Some(now),
+                        (true, since) => since,
+                    };
+                    let stranded = rejoin
+                        .unassigned_since
+                        .is_some_and(|t| now.duration_since(t) >= UNASSIGNED_LIMIT);
+                    if rejoin.disturbed.is_none() && !stranded {
+                        continue;
+                    }
+                    tracing::warn!(group = %rejoin.group, stranded, "no event since the broker came back or no partitions; joining the group again");
+                    metrics::counter!("ruizhu_kafka_consumer_rejoins_total").increment(1);
+                    match rejoin
+                        .bus
+                        .consumer(&rejoin.group, &rejoin.topics, rejoin.from_latest)
+                    {
+                        Ok(fresh) => {
+                            *consumer = ClosingConsumer(Some(fresh));
+                            rejoin.disturbed = None;
+                            rejoin.unassigned_since = None;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not build a Kafka consumer");
+                            rejoin.disturbed = Some(now);
+                        }
+                    }
+                    continue;
+                };
+                match received {
                     Ok(message) => {
+                        rejoin.disturbed = None;
+                        rejoin.unassigned_since = None;
                         let event: Option<Event> = message
                             .payload()
                             .and_then(|p| serde_json::from_slice(p).ok());
@@ -350,7 +527,10 @@ impl Subscription {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "Kafka consumer error");
+                        if rejoin.disturbed.is_none() {
+                            tracing::warn!(error = %e, "Kafka consumer error");
+                        }
+                        rejoin.disturbed = Some(std::time::Instant::now());
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }

@@ -33,7 +33,9 @@ impl Payments {
             Ok(Err(rejection)) => Err(NotifyRefusal::new(400, rejection.to_string())),
             Err(e) => {
                 tracing::error!(error = %e, "payment notification not processed");
-                Err(NotifyRefusal::new(500, "temporarily unable to process"))
+                // 503 while a dependency is briefly away (WeChat Pay retries either way)
+                let status = if e.is_retryable() { 503 } else { 500 };
+                Err(NotifyRefusal::new(status, "temporarily unable to process"))
             }
         }
     }
@@ -67,7 +69,9 @@ impl Payments {
             Ok(Err(rejection)) => Err(NotifyRefusal::new(400, rejection.to_string())),
             Err(e) => {
                 tracing::error!(error = %e, "refund notification not processed");
-                Err(NotifyRefusal::new(500, "temporarily unable to process"))
+                // 503 while a dependency is briefly away (WeChat Pay retries either way)
+                let status = if e.is_retryable() { 503 } else { 500 };
+                Err(NotifyRefusal::new(status, "temporarily unable to process"))
             }
         }
     }
