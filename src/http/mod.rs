@@ -5,6 +5,7 @@ mod graphiql;
 mod graphql;
 mod health;
 mod partner;
+pub mod response_cache;
 mod webhooks;
 mod ws;
 

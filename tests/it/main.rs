@@ -21,6 +21,7 @@ mod orders;
 mod partner;
 mod payments;
 mod ratelimit;
+mod response_cache;
 mod roles;
 mod schema;
 mod websocket;
