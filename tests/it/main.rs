@@ -24,6 +24,7 @@ mod ratelimit;
 mod response_cache;
 mod roles;
 mod schema;
+mod sql_guard;
 mod websocket;
 
 /// The opaque id the API shows for `kind` number `id`.
