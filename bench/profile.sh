@@ -63,20 +63,32 @@ profile() { # name, request, env...
   {
     echo "# $name: $(cat "$out/load-$name.json")"
     echo "# by crate (share of server CPU samples)"
+    nm -C --defined-only "$BIN/ruizhu" | grep -i ' [tw] ' | sort >"$out/nm.txt"
     perf report -i "$out/perf-$name.data" --stdio --no-children --sort dso,sym 2>/dev/null \
       | python3 -c '
-import re, sys, collections
+import bisect, re, sys, collections
+# perf leaves our (large, compressed-DWARF) binary unsymbolized: resolve its raw addresses by nm
+starts, names = [], []
+for l in open(sys.argv[1]):
+    a, _, n = l.rstrip("\n").split(" ", 2)
+    starts.append(int(a, 16)); names.append(n)
+def resolve(sym):
+    if not sym.startswith("0x"): return sym
+    i = bisect.bisect_right(starts, int(sym, 16)) - 1
+    return names[i] if i >= 0 else sym
 by_crate = collections.Counter(); rows = []
 for line in sys.stdin:
     m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[.\]\s+(.*)", line)
     if not m: continue
-    pct, dso, sym = float(m.group(1)), m.group(2), m.group(3).strip()
+    pct, dso, sym = float(m.group(1)), m.group(2), resolve(m.group(3).strip())
     crate = re.sub(r"^(<|_<)?", "", sym).split("::")[0] if "::" in sym else (dso if dso != "ruizhu" else sym.split("(")[0][:40])
     by_crate[crate] += pct; rows.append((pct, sym[:150]))
 for crate, pct in by_crate.most_common(25): print(f"{pct:6.2f}%  {crate}")
 print("# hottest symbols")
-for pct, sym in rows[:40]: print(f"{pct:6.2f}%  {sym}")
-'
+merged = collections.Counter()
+for pct, sym in rows: merged[sym] += pct
+for sym, pct in merged.most_common(40): print(f"{pct:6.2f}%  {sym}")
+' "$out/nm.txt"
   } >"bench/results/profile-$name.txt"
   echo "bench/results/profile-$name.txt" >&2
 }
