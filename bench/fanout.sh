@@ -19,8 +19,11 @@ SIZES=${SIZES:-"100 1000 5000"}
 ulimit -n "$(ulimit -Hn)" # 5000 sockets on each side
 
 scripts/services.sh >/dev/null
-cargo build --release --locked --quiet -p ruizhu -p bench
-BIN="$CARGO_TARGET_DIR/release"
+# BIN: a directory with ready binaries (bench/run.sh passes its private copy)
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked --quiet -p ruizhu -p bench
+  BIN="$CARGO_TARGET_DIR/release"
+fi
 out=$(mktemp -d)
 db="rz_fanout_$$"
 export RUIZHU_DATABASE__URL="mysql://root@127.0.0.1:3306/${db}"

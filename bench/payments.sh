@@ -23,8 +23,11 @@ COUNT=${COUNT:-20000}
 
 scripts/services.sh >/dev/null
 command -v sysbench >/dev/null || (apt-get update -qq && apt-get install -y -qq sysbench >/dev/null)
-cargo build --release --locked --quiet -p ruizhu -p bench
-BIN="$CARGO_TARGET_DIR/release"
+# BIN: a directory with ready binaries (bench/run.sh passes its private copy)
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked --quiet -p ruizhu -p bench
+  BIN="$CARGO_TARGET_DIR/release"
+fi
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 db="rz_paybench_$$"

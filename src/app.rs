@@ -56,6 +56,8 @@ pub struct App {
     pub payments: Payments,
     /// Automatic persisted queries of `/graphql`.
     pub apq: PersistedQueries,
+    /// Whole answers of hot catalog queries on `/graphql`.
+    pub responses: crate::http::response_cache::Responses,
     /// Partners of `/partner/graphql` and their registered operations.
     pub partners: Partners,
     /// Rate-limit buckets (Redis, with in-process fallbacks).
@@ -194,6 +196,7 @@ impl App {
             .disable_introspection()
             .disable_suggestions()
             .finish();
+        let responses = crate::http::response_cache::responses(&settings.cache);
         Ok(Arc::new(Self {
             settings,
             db,
@@ -207,6 +210,7 @@ impl App {
             consultations,
             payments,
             apq,
+            responses,
             partners,
             rate_limiter,
             bus,

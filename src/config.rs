@@ -165,7 +165,7 @@ impl Default for GraphqlSettings {
     fn default() -> Self {
         let limits = resolvers::limits::OperationLimits::default();
         Self {
-            loader_delay_us: 1_000,
+            loader_delay_us: 200,
             max_depth: limits.max_depth,
             max_complexity: limits.max_complexity,
             max_aliases: limits.max_aliases,

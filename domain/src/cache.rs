@@ -27,6 +27,14 @@ pub struct CacheSettings {
     pub local_ttl_ms: u64,
     /// Maximum entries held in the in-process cache.
     pub local_max_entries: u64,
+    /// Whole answers of catalog-only queries cached in process (see
+    /// [`crate::response_cache`]); off also when `enabled` is false.
+    pub responses: bool,
+    /// Time to live of a cached answer, in milliseconds: the bound on staleness for catalog
+    /// changes this process hears of by no event (as `local_ttl_ms` for the data).
+    pub response_ttl_ms: u64,
+    /// Most bytes of cached answers held in process.
+    pub response_max_bytes: u64,
 }
 
 impl Default for CacheSettings {
@@ -36,6 +44,9 @@ impl Default for CacheSettings {
             ttl_secs: 300,
             local_ttl_ms: 5_000,
             local_max_entries: 50_000,
+            responses: true,
+            response_ttl_ms: 5_000,
+            response_max_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod partner;
 pub mod payment;
 pub mod ratelimit;
 pub mod redis;
+pub mod response_cache;
 pub mod schema;
 pub mod validation;
 pub mod wechat;

@@ -35,6 +35,46 @@ async fn category_tree(ctx: &Context<'_>) -> async_graphql::Result<Arc<CategoryT
         .ok_or_else(|| crate::ErrorCode::Internal.error("category tree missing"))
 }
 
+/// Root fields whose answers depend on nothing but the catalog and [`response_scope`]: a query
+/// selecting only these (and `__typename`) may be answered from the response cache. Keep this in
+/// step with the resolvers below — a field that reads anything about the caller beyond their
+/// tier rank does not belong here.
+pub const CACHEABLE_ROOT_FIELDS: &[&str] = &["products", "product", "categories", "category"];
+
+/// Whether an operation with these root fields (fragments expanded) may be answered from the
+/// response cache: at least one catalog read and nothing else but `__typename`.
+pub fn cacheable_root_fields(fields: &[String]) -> bool {
+    fields
+        .iter()
+        .any(|f| CACHEABLE_ROOT_FIELDS.contains(&f.as_str()))
+        && fields
+            .iter()
+            .all(|f| f == "__typename" || CACHEABLE_ROOT_FIELDS.contains(&f.as_str()))
+}
+
+/// What about the caller changes a catalog answer, as a response-cache key part: the tier rank
+/// the catalog is seen with (member prices, `locked`, tier-gated products: see
+/// [`crate::membership::viewer_rank`]), signed-out callers apart from members. `None` for staff,
+/// whose answers are never cached (they see every product and staff-only fields such as
+/// `Sku.stock`), and when the member's tier cannot be read.
+pub async fn response_scope(
+    viewer: &crate::auth::Viewer,
+    identity: &domain::identity::Identity,
+) -> Option<String> {
+    use domain::identity::Principal;
+    match viewer {
+        crate::auth::Viewer::Anonymous => Some("anonymous".to_owned()),
+        crate::auth::Viewer::Authenticated(s) => match s.principal {
+            Principal::Staff { .. } => None,
+            Principal::Member { id } => {
+                let members = identity.members(&[id]).await.ok()?;
+                let rank = members.get(&id).map_or(0, |m| m.tier_rank);
+                Some(format!("tier:{rank}"))
+            }
+        },
+    }
+}
+
 /// Catalog fields of `Query`.
 #[derive(Default)]
 pub struct CatalogQuery;

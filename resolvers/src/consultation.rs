@@ -500,14 +500,13 @@ impl ConsultationNode {
         ) else {
             return Ok(Vec::new());
         };
-        let now = chrono::Utc::now().naive_utc();
-        Ok(service(ctx)
-            .slots(advisor, now, now + chrono::TimeDelta::days(30), true)
-            .await
-            .map_err(|e| internal(&e))?
-            .into_iter()
-            .map(SlotNode)
-            .collect())
+        Ok(ctx
+            .data_unchecked::<Loaders>()
+            .consultation
+            .load_one(crate::loaders::FreeSlotsOfAdvisor(advisor))
+            .await?
+            .map(|slots| slots.iter().cloned().map(SlotNode).collect())
+            .unwrap_or_default())
     }
     /// Every status change, oldest first.
     async fn events(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ConsultationEventNode>> {
@@ -547,13 +546,19 @@ impl ConsultationNode {
     }
     /// How far the member and the assigned advisor have read.
     async fn read_receipts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ReadReceipt>> {
-        Ok(service(ctx)
-            .receipts(&self.row, self.access.internal)
-            .await
-            .map_err(|e| internal(&e))?
-            .iter()
-            .map(ReadReceipt::from)
-            .collect())
+        let key = domain::consultation::messages::ReceiptsKey {
+            consultation: self.row.id,
+            member: self.row.member_id,
+            advisor: self.row.advisor_id,
+            sees_notes: self.access.internal,
+        };
+        Ok(ctx
+            .data_unchecked::<Loaders>()
+            .consultation
+            .load_one(crate::loaders::ReadReceiptsOf(key))
+            .await?
+            .map(|rows| rows.iter().map(ReadReceipt::from).collect())
+            .unwrap_or_default())
     }
     /// What the advisor recorded; null until completed.
     async fn outcome(&self) -> Option<OutcomeNode> {

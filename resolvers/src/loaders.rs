@@ -326,8 +326,33 @@ pub struct PricingByOrder(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MemberPricesBySku(pub u64);
 
+/// The products and categories a coupon template is limited to (both empty: anything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CouponTargetsByTemplate(pub u64);
+
 /// Batch functions of the membership context.
 pub struct MembershipLoader(pub Membership);
+
+impl Loader<CouponTargetsByTemplate> for MembershipLoader {
+    type Value = Arc<(Vec<u64>, Vec<u64>)>;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[CouponTargetsByTemplate],
+    ) -> Batch<CouponTargetsByTemplate, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        let found = self
+            .0
+            .coupon_targets(&ids)
+            .await
+            .map_err(|e| internal(&e))?;
+        Ok(found
+            .into_iter()
+            .map(|(id, v)| (CouponTargetsByTemplate(id), Arc::new(v)))
+            .collect())
+    }
+}
 
 impl Loader<AllTiers> for MembershipLoader {
     type Value = Arc<Vec<Tier>>;
@@ -434,6 +459,51 @@ impl Loader<SlotById> for ConsultationLoader {
             self.0.slots_by_id(&ids).await.map_err(|e| internal(&e))?,
             SlotById,
         ))
+    }
+}
+
+/// An advisor's free slots in the next 30 days (from when the batch runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FreeSlotsOfAdvisor(pub u64);
+
+impl Loader<FreeSlotsOfAdvisor> for ConsultationLoader {
+    type Value = Arc<Vec<SlotRow>>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[FreeSlotsOfAdvisor]) -> Batch<FreeSlotsOfAdvisor, Self::Value> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        let now = chrono::Utc::now().naive_utc();
+        let found = self
+            .0
+            .free_slots_of(&ids, now, now + chrono::TimeDelta::days(30))
+            .await
+            .map_err(|e| internal(&e))?;
+        Ok(found
+            .into_iter()
+            .map(|(id, v)| (FreeSlotsOfAdvisor(id), Arc::new(v)))
+            .collect())
+    }
+}
+
+/// The read receipts of a consultation as one viewer may see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReadReceiptsOf(pub domain::consultation::messages::ReceiptsKey);
+
+impl Loader<ReadReceiptsOf> for ConsultationLoader {
+    type Value = Arc<Vec<domain::consultation::messages::ReadRow>>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[ReadReceiptsOf]) -> Batch<ReadReceiptsOf, Self::Value> {
+        let inner: Vec<_> = keys.iter().map(|k| k.0).collect();
+        let found = self
+            .0
+            .receipts_many(&inner)
+            .await
+            .map_err(|e| internal(&e))?;
+        Ok(found
+            .into_iter()
+            .map(|(k, v)| (ReadReceiptsOf(k), Arc::new(v)))
+            .collect())
     }
 }
 

@@ -408,23 +408,23 @@ impl CouponTemplateNode {
     }
     /// Products it is limited to (empty with no categories either = the whole order).
     async fn product_ids(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ID>> {
-        let targets = membership(ctx)
-            .coupon_targets(&[self.0.id])
-            .await
-            .map_err(|e| internal(&e))?;
+        let targets = ctx
+            .data_unchecked::<Loaders>()
+            .membership
+            .load_one(crate::loaders::CouponTargetsByTemplate(self.0.id))
+            .await?;
         Ok(targets
-            .get(&self.0.id)
             .map(|t| t.0.iter().map(|p| id::encode("Product", *p)).collect())
             .unwrap_or_default())
     }
     /// Categories it is limited to, subcategories included.
     async fn category_ids(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ID>> {
-        let targets = membership(ctx)
-            .coupon_targets(&[self.0.id])
-            .await
-            .map_err(|e| internal(&e))?;
+        let targets = ctx
+            .data_unchecked::<Loaders>()
+            .membership
+            .load_one(crate::loaders::CouponTargetsByTemplate(self.0.id))
+            .await?;
         Ok(targets
-            .get(&self.0.id)
             .map(|t| t.1.iter().map(|c| id::encode("Category", *c)).collect())
             .unwrap_or_default())
     }

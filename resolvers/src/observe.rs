@@ -133,6 +133,22 @@ fn operation_label(name: Option<&str>) -> String {
     }
 }
 
+/// Records a query answered from the response cache like one that ran (`outcome` `ok`), so the
+/// per-operation metrics and the log span count it the same way.
+pub fn record_cached_operation(name: Option<&str>, started: Instant) {
+    if let Some(name) = name {
+        tracing::Span::current().record("graphql.operation", name);
+    }
+    let operation = operation_label(name);
+    let kind = kind_label(Some(OperationType::Query));
+    metrics::counter!("ruizhu_graphql_operations_total",
+        "operation" => operation.clone(), "type" => kind, "outcome" => "ok")
+    .increment(1);
+    metrics::histogram!("ruizhu_graphql_operation_duration_seconds",
+        "operation" => operation, "type" => kind)
+    .record(started.elapsed().as_secs_f64());
+}
+
 impl ObserveExtension {
     /// The request's record: the transport's (HTTP), or one made here (WebSocket operations,
     /// which refuse mutations).

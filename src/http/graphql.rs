@@ -31,7 +31,7 @@ pub(super) enum MediaType {
 }
 
 impl MediaType {
-    fn content_type(self) -> HeaderValue {
+    pub(super) fn content_type(self) -> HeaderValue {
         HeaderValue::from_static(match self {
             MediaType::GraphqlResponseJson => "application/graphql-response+json; charset=utf-8",
             MediaType::Json => "application/json; charset=utf-8",
@@ -294,6 +294,7 @@ async fn execute(
         return response;
     }
     let info = OperationInfo::new(is_get);
+    let cache_parts = super::response_cache::request_parts(app, &params);
     let request = match to_request(params, &info) {
         Ok(r) => r,
         Err(message) => {
@@ -304,6 +305,12 @@ async fn execute(
         Ok(v) => v,
         Err(response) => return response,
     };
+    let cached = super::response_cache::candidate(app, cache_parts, &viewer).await;
+    if let Some(candidate) = &cached
+        && let Some(response) = super::response_cache::lookup(app, candidate, media).await
+    {
+        return response;
+    }
     // staff (the ops console, GraphiQL) may always introspect and get suggestions
     let staff = matches!(&viewer, Viewer::Authenticated(s)
         if matches!(s.principal, domain::identity::Principal::Staff { .. }));
@@ -314,7 +321,14 @@ async fn execute(
     };
     let request = request.data(viewer).data(client);
     let response = schema.execute(request).await;
-    finish(media, &info, response)
+    match cached {
+        Some(candidate) if super::response_cache::storable(&info, &response) => {
+            let operation = info.state().name;
+            let response = finish(media, &info, response);
+            super::response_cache::store(app, candidate, operation, response).await
+        }
+        _ => finish(media, &info, response),
+    }
 }
 
 /// Shapes an executed (or refused) request into its HTTP response: 405 for a mutation over

@@ -5,6 +5,7 @@ mod graphiql;
 mod graphql;
 mod health;
 mod partner;
+pub mod response_cache;
 mod webhooks;
 mod ws;
 
@@ -152,6 +153,13 @@ pub async fn serve(
     let grace = Duration::from_millis(app.settings.http.shutdown_grace_ms);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let service = router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // TCP_NODELAY: the tail of a larger answer goes out at once instead of waiting (Nagle) for
+    // the client's delayed ACK, which cost up to 40 ms per answer (docs/performance.md)
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stop_tx.send(true);

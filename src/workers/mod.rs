@@ -116,6 +116,10 @@ pub fn spawn_consultation_reminders(app: Arc<App>) -> tokio::task::JoinHandle<()
     })
 }
 
+/// Least time between two relay passes started by wake-ups (bounds the relay's own load under
+/// a stream of writes to about 200 passes a second).
+const WOKEN_SPACING: Duration = Duration::from_millis(5);
+
 /// The outbox relay, forever: publishes unpublished events batch by batch (one relay at a time
 /// per database, by a MySQL lock), and purges old published rows. In Kafka mode it first makes
 /// sure the topics exist, retrying while the broker is unreachable; meanwhile the outbox keeps
@@ -131,10 +135,29 @@ pub fn spawn_relay(app: Arc<App>) -> tokio::task::JoinHandle<()> {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut passes: u64 = 0;
         loop {
-            ticker.tick().await;
+            // an event written by this process wakes the relay at once; the poll finds the
+            // others (and retries)
+            let woken = tokio::select! {
+                _ = ticker.tick() => false,
+                () = domain::events::wake::written() => true,
+            };
+            // the event was written inside a transaction that commits right after: a pass
+            // that finds nothing yet looks again shortly (3 times, 2 + 4 + 8 ms), and woken
+            // passes are at least WOKEN_SPACING apart, so a burst of writes costs a bounded
+            // number of passes
+            let mut retries = if woken { 3 } else { 0 };
+            let mut settle = Duration::from_millis(2);
+            if woken {
+                tokio::time::sleep(settle).await;
+            }
             loop {
                 match app.relay.run_once().await {
                     Ok(pass) if pass.published > 0 && pass.published == pass.read => continue,
+                    Ok(pass) if pass.read == 0 && !pass.not_leader && retries > 0 => {
+                        retries -= 1;
+                        tokio::time::sleep(settle).await;
+                        settle *= 2;
+                    }
                     Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "outbox relay failed; retrying next tick");
@@ -142,7 +165,11 @@ pub fn spawn_relay(app: Arc<App>) -> tokio::task::JoinHandle<()> {
                     }
                 }
             }
-            passes += 1;
+            if woken {
+                tokio::time::sleep(WOKEN_SPACING).await;
+                continue;
+            }
+            passes += 1; // ticks only: the purge stays about every 600 poll intervals
             if passes.is_multiple_of(600)
                 && let Err(e) = app.relay.purge().await
             {

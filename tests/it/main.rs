@@ -22,8 +22,10 @@ mod orders;
 mod partner;
 mod payments;
 mod ratelimit;
+mod response_cache;
 mod roles;
 mod schema;
+mod sql_guard;
 mod websocket;
 
 /// The opaque id the API shows for `kind` number `id`.

@@ -8,6 +8,7 @@ pub mod seed;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use model::{
     Category, CategoryTree, GATE_HIDE, GATE_LOCK, Product, ProductImage, SKU_ACTIVE,
@@ -34,12 +35,30 @@ mod ns {
 pub struct Catalog {
     db: Db,
     cache: Cache,
+    /// Bumped after every invalidation: answers computed under an older value are stale.
+    generation: Arc<AtomicU64>,
 }
 
 impl Catalog {
     /// The catalog over this database and cache.
     pub fn new(db: Db, cache: Cache) -> Self {
-        Self { db, cache }
+        Self {
+            db,
+            cache,
+            generation: Arc::default(),
+        }
+    }
+
+    /// The catalog's generation in this process: it changes after every invalidation (a
+    /// write here, or an inventory event from anywhere), so anything derived from the catalog
+    /// under an older generation may be stale (the response cache keys on it).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// After the data caches are purged: what was computed before is stale from now on.
+    fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Products by id (any status; callers decide visibility).
@@ -143,10 +162,12 @@ impl Catalog {
         ] {
             self.cache.invalidate(namespace, product_ids).await;
         }
+        self.bump_generation();
     }
 
     /// Forgets the cached category tree; category writes call it after commit.
     pub async fn invalidate_category_tree(&self) {
         self.cache.invalidate(ns::TREE, &[0]).await;
+        self.bump_generation();
     }
 }

@@ -260,6 +260,35 @@ impl Consultations {
             .await?)
     }
 
+    /// Free slots of each advisor starting in `[from, to)`, earliest first, at most 200 each:
+    /// [`Self::slots`] of several advisors in one statement.
+    pub async fn free_slots_of(
+        &self,
+        advisor_ids: &[u64],
+        from: chrono::NaiveDateTime,
+        to: chrono::NaiveDateTime,
+    ) -> DomainResult<std::collections::HashMap<u64, Vec<SlotRow>>> {
+        let mut conn = self.db.conn().await?;
+        let rows: Vec<SlotRow> = advisor_slots::table
+            .filter(advisor_slots::advisor_id.eq_any(advisor_ids))
+            .filter(advisor_slots::starts_at.ge(from))
+            .filter(advisor_slots::starts_at.lt(to))
+            .filter(advisor_slots::consultation_id.is_null())
+            .order(advisor_slots::starts_at)
+            .select(SlotRow::as_select())
+            .load(&mut conn)
+            .await?;
+        let mut out: std::collections::HashMap<u64, Vec<SlotRow>> =
+            std::collections::HashMap::new();
+        for slot in rows {
+            let list = out.entry(slot.advisor_id).or_default();
+            if list.len() < 200 {
+                list.push(slot);
+            }
+        }
+        Ok(out)
+    }
+
     /// Slots by id.
     pub async fn slots_by_id(
         &self,

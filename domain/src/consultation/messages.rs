@@ -45,6 +45,19 @@ pub struct ReadRow {
     pub updated_at: chrono::NaiveDateTime,
 }
 
+/// Whose receipts, as whom: see [`Consultations::receipts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReceiptsKey {
+    /// The consultation.
+    pub consultation: u64,
+    /// Its member.
+    pub member: u64,
+    /// Its assigned advisor.
+    pub advisor: Option<u64>,
+    /// Whether the viewer sees internal notes (staff).
+    pub sees_notes: bool,
+}
+
 fn kind(viewer: Viewer) -> (&'static str, u64) {
     match viewer {
         Viewer::Member(id) => ("member", id),
@@ -232,33 +245,72 @@ impl Consultations {
         c: &super::ConsultationRow,
         viewer_sees_notes: bool,
     ) -> DomainResult<Vec<ReadRow>> {
-        let mut conn = self.db.conn().await?;
-        let rows: Vec<ReadRow> = consultation_reads::table
-            .filter(consultation_reads::consultation_id.eq(c.id))
-            .select(ReadRow::as_select())
-            .load(&mut conn)
-            .await?;
-        let mut out = Vec::new();
-        for mut r in rows {
-            let participant = (r.reader_kind == "member" && r.reader_id == c.member_id)
-                || (r.reader_kind == "staff" && Some(r.reader_id) == c.advisor_id);
-            if !participant {
-                continue;
+        let key = ReceiptsKey {
+            consultation: c.id,
+            member: c.member_id,
+            advisor: c.advisor_id,
+            sees_notes: viewer_sees_notes,
+        };
+        Ok(self
+            .receipts_many(&[key])
+            .await?
+            .remove(&key)
+            .unwrap_or_default())
+    }
+
+    /// [`Self::receipts`] of several consultations in two statements (the read positions, and
+    /// the visible message ids of those whose viewer does not see notes).
+    pub async fn receipts_many(
+        &self,
+        keys: &[ReceiptsKey],
+    ) -> DomainResult<HashMap<ReceiptsKey, Vec<ReadRow>>> {
+        let ids: Vec<u64> = keys.iter().map(|k| k.consultation).collect();
+        let reads = self.reads(&ids).await?;
+        let hidden_notes: Vec<u64> = keys
+            .iter()
+            .filter(|k| !k.sees_notes && reads.contains_key(&k.consultation))
+            .map(|k| k.consultation)
+            .collect();
+        // visible (not internal) message ids per consultation, ascending
+        let mut visible: HashMap<u64, Vec<u64>> = HashMap::new();
+        if !hidden_notes.is_empty() {
+            let mut conn = self.db.conn().await?;
+            let rows: Vec<(u64, u64)> = consultation_messages::table
+                .filter(consultation_messages::consultation_id.eq_any(&hidden_notes))
+                .filter(consultation_messages::internal.eq(false))
+                .order(consultation_messages::id)
+                .select((
+                    consultation_messages::consultation_id,
+                    consultation_messages::id,
+                ))
+                .load(&mut conn)
+                .await?;
+            for (c, m) in rows {
+                visible.entry(c).or_default().push(m);
             }
-            if !viewer_sees_notes {
-                let visible: Option<u64> = consultation_messages::table
-                    .filter(consultation_messages::consultation_id.eq(c.id))
-                    .filter(consultation_messages::internal.eq(false))
-                    .filter(consultation_messages::id.le(r.last_read_id))
-                    .select(diesel::dsl::max(consultation_messages::id))
-                    .first(&mut conn)
-                    .await?;
-                match visible {
-                    Some(v) => r.last_read_id = v,
-                    None => continue,
+        }
+        let mut out = HashMap::with_capacity(keys.len());
+        for key in keys {
+            let rows = reads.get(&key.consultation).cloned().unwrap_or_default();
+            let mut kept = Vec::new();
+            for mut r in rows {
+                let participant = (r.reader_kind == "member" && r.reader_id == key.member)
+                    || (r.reader_kind == "staff" && Some(r.reader_id) == key.advisor);
+                if !participant {
+                    continue;
                 }
+                if !key.sees_notes {
+                    let seen = visible
+                        .get(&key.consultation)
+                        .and_then(|ids| ids.iter().rev().find(|id| **id <= r.last_read_id));
+                    match seen {
+                        Some(v) => r.last_read_id = *v,
+                        None => continue,
+                    }
+                }
+                kept.push(r);
             }
-            out.push(r);
+            out.insert(*key, kept);
         }
         Ok(out)
     }

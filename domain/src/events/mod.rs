@@ -9,6 +9,7 @@ pub mod bus;
 pub mod consumers;
 pub mod hub;
 pub mod relay;
+pub mod wake;
 
 use diesel::prelude::*;
 use diesel_async::{AsyncMysqlConnection, RunQueryDsl};
@@ -168,6 +169,7 @@ pub async fn record_many(
         .values(&rows)
         .execute(conn)
         .await?;
+    wake::outbox_written();
     Ok(())
 }
 
