@@ -231,6 +231,10 @@ lb, ll = S["loader_B_flat"], S["loader_B_nested"]
 lo_f, lo_n = S["loader_L_flat"], S["loader_L_nested"]
 bytes20 = res["baseline_server"]["bytes"].get("20", 0)
 identical = res["baseline_server"]["serde_identical_to_graphql"]
+identical = ", ".join(
+    f"n = {n}: {'identical' if same else 'DIFFERENT'}"
+    for n, same in sorted(identical.items(), key=lambda kv: int(kv[0]))
+)
 table = f"""<!-- suite:start -->
 Measured {res['date']} on {res['machine']}; {res['mariadb']}. Servers pinned to core 0, the load
 generator (`bench/src/bin/load.rs`, HTTP/1.1 keep-alive, every response checked for `data` and no
