@@ -157,7 +157,7 @@ impl Bus {
                         group: group.to_owned(),
                         topics,
                         from_latest,
-                        disturbed: None,
+                        disturbed: false,
                         unassigned_since: None,
                     },
                 })
@@ -195,10 +195,6 @@ impl KafkaBus {
                 if from_latest { "latest" } else { "earliest" },
             )
             .set("session.timeout.ms", "10000")
-            // the rebalance timeout a join announces: a coordinator waiting for members that
-            // will never rejoin (dropped or killed consumers) gives up on them this soon
-            // instead of after librdkafka's default 5 minutes; handlers poll far more often
-            .set("max.poll.interval.ms", "30000")
             // deliver soon after an event arrives, even if the broker does not wake
             // long-polling fetches
             .set("fetch.wait.max.ms", "20")
@@ -428,8 +424,8 @@ pub struct Rejoin {
     group: String,
     topics: Vec<String>,
     from_latest: bool,
-    /// When the last broker error was seen, while no event has arrived since.
-    disturbed: Option<std::time::Instant>,
+    /// A broker error was seen and no event has arrived since.
+    disturbed: bool,
     /// Since when the consumer has had no partition.
     unassigned_since: Option<std::time::Instant>,
 }
@@ -476,7 +472,7 @@ impl Subscription {
                     let stranded = rejoin
                         .unassigned_since
                         .is_some_and(|t| now.duration_since(t) >= UNASSIGNED_LIMIT);
-                    if rejoin.disturbed.is_none() && !stranded {
+                    if !rejoin.disturbed && !stranded {
                         continue;
                     }
                     tracing::warn!(group = %rejoin.group, stranded, "no event since the broker came back or no partitions; joining the group again");
@@ -487,19 +483,19 @@ impl Subscription {
                     {
                         Ok(fresh) => {
                             *consumer = ClosingConsumer(Some(fresh));
-                            rejoin.disturbed = None;
+                            rejoin.disturbed = false;
                             rejoin.unassigned_since = None;
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "could not build a Kafka consumer");
-                            rejoin.disturbed = Some(now);
+                            rejoin.disturbed = true;
                         }
                     }
                     continue;
                 };
                 match received {
                     Ok(message) => {
-                        rejoin.disturbed = None;
+                        rejoin.disturbed = false;
                         rejoin.unassigned_since = None;
                         let event: Option<Event> = message
                             .payload()
@@ -527,10 +523,10 @@ impl Subscription {
                         }
                     }
                     Err(e) => {
-                        if rejoin.disturbed.is_none() {
+                        if !rejoin.disturbed {
                             tracing::warn!(error = %e, "Kafka consumer error");
                         }
-                        rejoin.disturbed = Some(std::time::Instant::now());
+                        rejoin.disturbed = true;
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
