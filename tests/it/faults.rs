@@ -162,10 +162,26 @@ async fn connections_mysql_dropped_cost_at_most_one_retryable_failure() {
         "found the pool's connections: {}",
         ids.len()
     );
-    for Id { id } in ids {
+    let killed: Vec<String> = ids.iter().map(|Id { id }| id.to_string()).collect();
+    for id in &killed {
         let _ = diesel::sql_query(format!("KILL {id}"))
             .execute(&mut admin)
             .await;
+    }
+    // KILL only marks a session: wait until MySQL has really closed them, as after a restart
+    let gone = format!(
+        "SELECT COUNT(*) AS id FROM information_schema.processlist WHERE id IN ({})",
+        killed.join(",")
+    );
+    for _ in 0..100 {
+        let left: Id = diesel::sql_query(&gone)
+            .get_result(&mut admin)
+            .await
+            .unwrap();
+        if left.id == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
     let mut failures = Vec::new();
