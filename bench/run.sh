@@ -8,7 +8,8 @@
 # over one demo database, loaded one at a time:
 #   A  production settings (response cache on)
 #   B  response cache off (`RUIZHU_CACHE__RESPONSES=false`): the data-level caches only
-#   L  as B with the old 1 ms DataLoader window (`RUIZHU_GRAPHQL__LOADER_DELAY_US=1000`)
+#   L  as B with DataLoader batches on the runtime's timer, the previous behaviour
+#      (`RUIZHU_GRAPHQL__LOADER_AT_POLL_END=false`, 200 µs window)
 # Then `bench/checkout.sh` and `bench/fanout.sh` (SKIP_CHECKOUT=1 / SKIP_FANOUT=1 to leave them
 # out) with the same binaries.
 # Writes bench/results/suite.json, docs/img/*.svg and the suite section of docs/performance.md.
@@ -68,7 +69,7 @@ start() { # name, port, extra env...
 PA=$(free_port); PB=$(free_port); PL=$(free_port); PS=$(free_port)
 start A "$PA"
 start B "$PB" RUIZHU_CACHE__RESPONSES=false RUIZHU_WORKERS__IN_SERVE=false
-start L "$PL" RUIZHU_CACHE__RESPONSES=false RUIZHU_WORKERS__IN_SERVE=false RUIZHU_GRAPHQL__LOADER_DELAY_US=1000
+start L "$PL" RUIZHU_CACHE__RESPONSES=false RUIZHU_WORKERS__IN_SERVE=false RUIZHU_GRAPHQL__LOADER_AT_POLL_END=false
 for p in "$PA" "$PB" "$PL"; do wait_ready "$p"; done
 taskset -c 0 "$BIN/baseline" --listen "127.0.0.1:${PS}" --graphql-url "http://127.0.0.1:${PA}/graphql" \
   --database-url "$RUIZHU_DATABASE__URL" --sizes "$(echo "$SIZES" | tr ' ' ',')" >"$out/baseline.json" 2>"$out/baseline.log" &

@@ -172,6 +172,7 @@ impl App {
                         consultations: consultations.clone(),
                     },
                     Duration::from_micros(settings.graphql.loader_delay_us),
+                    settings.graphql.loader_at_poll_end,
                 ))
                 .extension(Observe)
                 .extension(limits_extension)

@@ -134,8 +134,14 @@ impl Default for HttpSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GraphqlSettings {
-    /// How long a DataLoader waits to gather keys into one batch, in microseconds.
+    /// How long a DataLoader batch waits to gather keys, in microseconds, when it is not sent at
+    /// the end of the operation's poll (`loader_at_poll_end` off, or a batch opened outside an
+    /// operation).
     pub loader_delay_us: u64,
+    /// Send a DataLoader batch when the poll of the operation that opened it ends (no timer);
+    /// off: every batch waits `loader_delay_us` on the runtime's 1 ms timer, as async-graphql's
+    /// own DataLoader does.
+    pub loader_at_poll_end: bool,
     /// Deepest field nesting (`DEPTH_LIMIT_EXCEEDED`).
     pub max_depth: usize,
     /// Largest cost: each field 1 plus its children times `first`/`last`, or `list_size` for
@@ -166,6 +172,7 @@ impl Default for GraphqlSettings {
         let limits = resolvers::limits::OperationLimits::default();
         Self {
             loader_delay_us: 200,
+            loader_at_poll_end: true,
             max_depth: limits.max_depth,
             max_complexity: limits.max_complexity,
             max_aliases: limits.max_aliases,

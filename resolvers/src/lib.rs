@@ -3,6 +3,7 @@
 //! extension. No HTTP here: `src/http` carries requests in and responses out.
 
 pub mod auth;
+pub mod batch;
 pub mod cart;
 pub mod catalog;
 pub mod consultation;

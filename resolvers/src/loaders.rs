@@ -4,12 +4,14 @@
 //!
 //! The loaders live for the whole process and keep no cache of their own (values are cached by
 //! `domain::cache`, which knows how to invalidate them): concurrent requests batch together.
+//! They run through [`Batcher`](crate::batch::Batcher), which sends a batch when the poll of the
+//! operation that opened it ends rather than after a timer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::Loader;
 use domain::cart::{CartLine, Carts};
 use domain::catalog::{Catalog, CategoryTree, Product, ProductImage, Sku};
 use domain::consultation::booking::SlotRow;
@@ -22,6 +24,7 @@ use domain::membership::{CouponRow, CouponTemplateRow, Membership, OrderPricing,
 use domain::order::{OrderEventRow, OrderLineRow, OrderRow, Orders};
 use domain::payment::{PaymentRow, Payments, RefundRow};
 
+use crate::batch::Batcher;
 use crate::error::internal;
 
 /// A product by id.
@@ -527,17 +530,17 @@ impl Loader<ConsultationTimeline> for ConsultationLoader {
 /// Every DataLoader of the API; added to the schema as data.
 pub struct Loaders {
     /// Catalog reads.
-    pub catalog: DataLoader<CatalogLoader>,
+    pub catalog: Batcher<CatalogLoader>,
     /// Identity reads.
-    pub identity: DataLoader<IdentityLoader>,
+    pub identity: Batcher<IdentityLoader>,
     /// Order and cart reads.
-    pub order: DataLoader<OrderLoader>,
+    pub order: Batcher<OrderLoader>,
     /// Payment and refund reads.
-    pub payment: DataLoader<PaymentLoader>,
+    pub payment: Batcher<PaymentLoader>,
     /// Tiers, coupons and order pricing.
-    pub membership: DataLoader<MembershipLoader>,
+    pub membership: Batcher<MembershipLoader>,
     /// Boutiques, slots and consultation timelines.
-    pub consultation: DataLoader<ConsultationLoader>,
+    pub consultation: Batcher<ConsultationLoader>,
 }
 
 /// The domain services the loaders batch into.
@@ -560,21 +563,20 @@ pub struct Sources {
 }
 
 impl Loaders {
-    /// Builds the loaders; `delay` is how long a loader waits to collect keys into one batch.
-    pub fn new(sources: Sources, delay: Duration) -> Self {
-        fn loader<L: Send + Sync + 'static>(inner: L, delay: Duration) -> DataLoader<L> {
-            DataLoader::new(inner, tokio::spawn)
-                .delay(delay)
-                .max_batch_size(1_000)
+    /// Builds the loaders: batches go out when the poll of the operation that opened them ends
+    /// (`at_poll_end`, see [`crate::batch`]) or else after `delay`.
+    pub fn new(sources: Sources, delay: Duration, at_poll_end: bool) -> Self {
+        fn loader<L: Send + Sync + 'static>(inner: L, delay: Duration, end: bool) -> Batcher<L> {
+            Batcher::new(inner, delay, 1_000, end)
         }
         let s = sources;
         Self {
-            consultation: loader(ConsultationLoader(s.consultations), delay),
-            membership: loader(MembershipLoader(s.membership), delay),
-            payment: loader(PaymentLoader(s.payments), delay),
-            order: loader(OrderLoader(s.orders, s.carts), delay),
-            catalog: loader(CatalogLoader(s.catalog), delay),
-            identity: loader(IdentityLoader(s.identity), delay),
+            consultation: loader(ConsultationLoader(s.consultations), delay, at_poll_end),
+            membership: loader(MembershipLoader(s.membership), delay, at_poll_end),
+            payment: loader(PaymentLoader(s.payments), delay, at_poll_end),
+            order: loader(OrderLoader(s.orders, s.carts), delay, at_poll_end),
+            catalog: loader(CatalogLoader(s.catalog), delay, at_poll_end),
+            identity: loader(IdentityLoader(s.identity), delay, at_poll_end),
         }
     }
 }

@@ -8,9 +8,11 @@ use std::time::Instant;
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest,
+    NextSubscribe,
 };
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql::{Response, ServerError, ServerResult, Variables};
+use futures::stream::BoxStream;
 
 use crate::ErrorCode;
 
@@ -273,6 +275,17 @@ impl Extension for ObserveExtension {
                 return Response::from_errors(vec![error]);
             }
         }
-        next.run(ctx, operation_name).await
+        // DataLoader batches go out at the end of each poll of the execution (crate::batch)
+        crate::batch::flush_scope(next.run(ctx, operation_name)).await
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        // as for `execute`: each event's batches go out when the poll that resolved it ends
+        Box::pin(crate::batch::flush_scope_stream(next.run(ctx, stream)))
     }
 }

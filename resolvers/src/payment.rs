@@ -213,8 +213,8 @@ fn payment_error(e: &PaymentError) -> async_graphql::Result<UserError> {
 }
 
 async fn order_node(ctx: &Context<'_>, order_id: u64) -> async_graphql::Result<Option<OrderNode>> {
+    // the loaders keep nothing between batches: this reads the order as the mutation left it
     let loaders = ctx.data_unchecked::<Loaders>();
-    loaders.order.clear::<OrderById>();
     Ok(loaders
         .order
         .load_one(OrderById(order_id))

@@ -1,0 +1,387 @@
+//! The DataLoader the API runs its batch functions through.
+//!
+//! async-graphql's own `DataLoader` collects keys for a fixed window and waits with
+//! `tokio::time::sleep`, whose resolution is one millisecond: every nested loader level cost a
+//! full timer tick or more, whatever the window (measured in `docs/performance.md`). This one
+//! sends a batch when the poll that started it ends instead. An operation's sibling fields are
+//! all polled in one poll of the executor (a list's items are joined, not awaited one by one), so
+//! every key a level asks for is registered before that poll returns; the batch goes out right
+//! then, with no timer and no extra wait.
+//!
+//! The end of a poll is marked by [`flush_scope`], which wraps the execution of every operation
+//! (the `Observe` extension's `execute` hook), and by [`flush_scope_stream`] around every
+//! subscription stream (its `subscribe` hook). A batch started outside such a scope — a spawned
+//! task — falls back to the configured window on the tokio timer,
+//! as before. Keys of concurrent operations still share a batch while it is open; values are not
+//! kept between batches (the `domain` caches do that and know how to invalidate).
+//!
+//! The batch functions are async-graphql's [`Loader`] trait, so they are unchanged.
+
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_graphql::dataloader::Loader;
+use tokio::sync::oneshot;
+
+type Flush = Box<dyn FnOnce() + Send>;
+
+tokio::task_local! {
+    /// Batches started during the current poll of an operation, sent when the poll returns.
+    static SCOPE: RefCell<Vec<Flush>>;
+}
+
+/// Runs `fut`, sending the batches each of its polls started as soon as that poll returns.
+pub async fn flush_scope<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        let (poll, started) = SCOPE.sync_scope(RefCell::new(Vec::new()), || {
+            let poll = fut.as_mut().poll(cx);
+            (poll, SCOPE.with(RefCell::take))
+        });
+        for flush in started {
+            flush();
+        }
+        poll
+    })
+    .await
+}
+
+/// [`flush_scope`] for a stream: each event of a subscription resolves its fields in one poll.
+pub fn flush_scope_stream<S: futures::Stream + Send>(
+    stream: S,
+) -> impl futures::Stream<Item = S::Item> + Send {
+    let mut stream = Box::pin(stream);
+    futures::stream::poll_fn(move |cx| {
+        let (poll, started) = SCOPE.sync_scope(RefCell::new(Vec::new()), || {
+            let poll = stream.as_mut().poll_next(cx);
+            (poll, SCOPE.with(RefCell::take))
+        });
+        for flush in started {
+            flush();
+        }
+        poll
+    })
+}
+
+type Answer<K, V> = oneshot::Sender<async_graphql::Result<HashMap<K, V>>>;
+
+/// The keys waiting for one batch of one key type, and who waits for which.
+struct Pending<K, V> {
+    keys: HashSet<K>,
+    waiters: Vec<(Vec<K>, Answer<K, V>)>,
+}
+
+impl<K, V> Default for Pending<K, V> {
+    fn default() -> Self {
+        Self {
+            keys: HashSet::new(),
+            waiters: Vec::new(),
+        }
+    }
+}
+
+struct Inner<T> {
+    loader: T,
+    /// One `Pending<K, T::Value>` per key type, by `TypeId::of::<K>()`.
+    pending: Mutex<HashMap<TypeId, Box<dyn Any + Send>>>,
+}
+
+/// Batches calls to the [`Loader`] implementations of `T`, one batch per key type at a time.
+pub struct Batcher<T> {
+    inner: Arc<Inner<T>>,
+    window: Duration,
+    max_batch_size: usize,
+    at_poll_end: bool,
+}
+
+enum Next<K, V> {
+    /// The batch is full: send it now.
+    Send(Pending<K, V>),
+    /// This call opened the batch: arrange for it to be sent.
+    Schedule,
+    /// The batch was already open; whoever opened it sends it.
+    Wait,
+}
+
+impl<T: Send + Sync + 'static> Batcher<T> {
+    /// `window`: how long a batch collects keys when it is not sent at the end of a poll (opened
+    /// outside [`flush_scope`], or `at_poll_end` off).
+    pub fn new(loader: T, window: Duration, max_batch_size: usize, at_poll_end: bool) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                loader,
+                pending: Mutex::new(HashMap::new()),
+            }),
+            window,
+            max_batch_size: max_batch_size.max(1),
+            at_poll_end,
+        }
+    }
+
+    /// Loads one value; `None` when the batch function did not return it.
+    pub async fn load_one<K>(&self, key: K) -> async_graphql::Result<Option<T::Value>>
+    where
+        K: Send + Sync + Hash + Eq + Clone + 'static,
+        T: Loader<K, Error = async_graphql::Error>,
+    {
+        let mut found = self.load_many(std::iter::once(key.clone())).await?;
+        Ok(found.remove(&key))
+    }
+
+    /// Loads several values; keys the batch function did not return are absent from the map.
+    pub async fn load_many<K, I>(&self, keys: I) -> async_graphql::Result<HashMap<K, T::Value>>
+    where
+        K: Send + Sync + Hash + Eq + Clone + 'static,
+        I: IntoIterator<Item = K>,
+        T: Loader<K, Error = async_graphql::Error>,
+    {
+        let mut wanted: Vec<K> = Vec::new();
+        let mut seen = HashSet::new();
+        for key in keys {
+            if seen.insert(key.clone()) {
+                wanted.push(key);
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let (tx, rx) = oneshot::channel();
+        let next = {
+            let mut pending = self.inner.pending.lock().expect("loader lock");
+            let typed = pending
+                .entry(TypeId::of::<K>())
+                .or_insert_with(|| Box::new(Pending::<K, T::Value>::default()))
+                .downcast_mut::<Pending<K, T::Value>>()
+                .expect("one pending type per key type");
+            let opened = typed.keys.is_empty();
+            typed.keys.extend(seen);
+            typed.waiters.push((wanted, tx));
+            if typed.keys.len() >= self.max_batch_size {
+                Next::Send(std::mem::take(typed))
+            } else if opened {
+                Next::Schedule
+            } else {
+                Next::Wait
+            }
+        };
+        match next {
+            Next::Send(batch) => {
+                tokio::spawn(run(self.inner.clone(), batch));
+            }
+            Next::Schedule => {
+                let inner = self.inner.clone();
+                let send: Flush = Box::new(move || flush::<T, K>(&inner));
+                let deferred =
+                    self.at_poll_end && SCOPE.try_with(|s| s.borrow_mut().push(send)).is_ok();
+                if !deferred {
+                    let inner = self.inner.clone();
+                    let window = self.window;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(window).await;
+                        flush::<T, K>(&inner);
+                    });
+                }
+            }
+            Next::Wait => {}
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(async_graphql::Error::new("a batch load ended unanswered")))
+    }
+}
+
+/// Sends the open batch of key type `K`, if any is still open.
+fn flush<T, K>(inner: &Arc<Inner<T>>)
+where
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+    T: Loader<K, Error = async_graphql::Error>,
+{
+    let batch = {
+        let mut pending = inner.pending.lock().expect("loader lock");
+        pending
+            .get_mut(&TypeId::of::<K>())
+            .and_then(|p| p.downcast_mut::<Pending<K, T::Value>>())
+            .map(std::mem::take)
+    };
+    if let Some(batch) = batch.filter(|b| !b.keys.is_empty()) {
+        tokio::spawn(run(inner.clone(), batch));
+    }
+}
+
+/// Calls the batch function once and answers every waiter with its own keys.
+async fn run<T, K>(inner: Arc<Inner<T>>, batch: Pending<K, T::Value>)
+where
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+    T: Loader<K, Error = async_graphql::Error>,
+{
+    let keys: Vec<K> = batch.keys.into_iter().collect();
+    let result = inner.loader.load(&keys).await;
+    for (wanted, tx) in batch.waiters {
+        let answer = match &result {
+            Ok(values) => Ok(wanted
+                .into_iter()
+                .filter_map(|k| values.get(&k).map(|v| (k, v.clone())))
+                .collect()),
+            Err(e) => Err(e.clone()),
+        };
+        // a waiter that went away (its request was cancelled) needs no answer
+        let _ = tx.send(answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Doubles its keys and records every batch it was called with.
+    #[derive(Default)]
+    struct Doubler {
+        batches: Mutex<Vec<Vec<u32>>>,
+        calls: AtomicUsize,
+    }
+
+    impl Loader<u32> for Doubler {
+        type Value = u64;
+        type Error = async_graphql::Error;
+
+        async fn load(&self, keys: &[u32]) -> async_graphql::Result<HashMap<u32, u64>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let mut sorted = keys.to_vec();
+            sorted.sort_unstable();
+            self.batches.lock().unwrap().push(sorted);
+            if keys.contains(&1013) {
+                return Err(async_graphql::Error::new("unlucky"));
+            }
+            Ok(keys
+                .iter()
+                .filter(|k| **k != 7)
+                .map(|k| (*k, u64::from(*k) * 2))
+                .collect())
+        }
+    }
+
+    fn batcher(window: Duration) -> Arc<Batcher<Doubler>> {
+        Arc::new(Batcher::new(Doubler::default(), window, 100, true))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_of_one_poll_go_out_as_one_batch_without_waiting_for_the_window() {
+        // a window of a minute: only the end of the poll can have sent this batch
+        let b = batcher(Duration::from_secs(60));
+        let started = std::time::Instant::now();
+        let values = flush_scope(futures::future::join_all(
+            (1..=20u32).map(|k| b.load_one(k)),
+        ))
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        for (k, v) in (1..=20u32).zip(values) {
+            let v = v.unwrap();
+            assert_eq!(v, (k != 7).then_some(u64::from(k) * 2), "key {k}");
+        }
+        assert_eq!(
+            *b.inner.loader.batches.lock().unwrap(),
+            vec![(1..=20).collect::<Vec<u32>>()]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nested_levels_each_go_out_at_the_end_of_their_poll() {
+        let b = batcher(Duration::from_secs(60));
+        // level two asks for keys that depend on level one's answers
+        let result = flush_scope(futures::future::join_all((1..=5u32).map(|k| {
+            let b = b.clone();
+            async move {
+                let first = b.load_one(k).await.unwrap().unwrap();
+                b.load_one(u32::try_from(first).unwrap() + 100)
+                    .await
+                    .unwrap()
+            }
+        })))
+        .await;
+        assert_eq!(
+            result,
+            vec![Some(204), Some(208), Some(212), Some(216), Some(220)]
+        );
+        assert_eq!(
+            *b.inner.loader.batches.lock().unwrap(),
+            vec![vec![1, 2, 3, 4, 5], vec![102, 104, 106, 108, 110]]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outside_a_scope_the_window_collects_keys() {
+        let b = batcher(Duration::from_millis(50));
+        assert!(SCOPE.try_with(|_| ()).is_err());
+        let (x, y) = tokio::join!(b.load_one(1), async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            b.load_many([2, 3, 2]).await
+        });
+        assert_eq!(x.unwrap(), Some(2));
+        let y = y.unwrap();
+        assert_eq!((y.len(), y[&2], y[&3]), (2, 4, 6));
+        assert_eq!(*b.inner.loader.batches.lock().unwrap(), vec![vec![1, 2, 3]]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_error_reaches_every_waiter_of_its_batch_and_the_next_batch_is_fresh() {
+        let b = batcher(Duration::from_secs(60));
+        let (x, y) = flush_scope(async { tokio::join!(b.load_one(1013), b.load_one(1)) }).await;
+        assert_eq!(x.unwrap_err().message, "unlucky");
+        assert_eq!(y.unwrap_err().message, "unlucky");
+        let z = flush_scope(b.load_one(1)).await.unwrap();
+        assert_eq!(z, Some(2));
+        assert_eq!(b.inner.loader.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_poll_end_batching_off_a_batch_waits_for_its_window() {
+        let b = Batcher::new(Doubler::default(), Duration::from_millis(300), 100, false);
+        let started = std::time::Instant::now();
+        assert_eq!(flush_scope(b.load_one(2)).await.unwrap(), Some(4));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_batch_goes_out_at_once() {
+        let b = Arc::new(Batcher::new(
+            Doubler::default(),
+            Duration::from_secs(60),
+            4,
+            true,
+        ));
+        // outside any scope and with a minute's window: only the size can send these
+        let got = tokio::time::timeout(Duration::from_secs(5), b.load_many(1..=4u32))
+            .await
+            .expect("a full batch must not wait for the window")
+            .unwrap();
+        assert_eq!(got.len(), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_operations_on_both_workers_all_get_their_own_answers() {
+        let b = batcher(Duration::from_millis(1));
+        let tasks: Vec<_> = (0..200u32)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let keys: Vec<u32> = (i % 10 * 3..i % 10 * 3 + 3).collect();
+                    let got = flush_scope(b.load_many(keys.clone())).await.unwrap();
+                    for k in keys {
+                        assert_eq!(got.get(&k).copied(), (k != 7).then_some(u64::from(k) * 2));
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let batches = b.inner.loader.batches.lock().unwrap();
+        let asked: usize = batches.iter().map(Vec::len).sum();
+        assert!(asked >= 30 && !batches.iter().any(Vec::is_empty));
+    }
+}
