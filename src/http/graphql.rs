@@ -200,36 +200,56 @@ impl Params {
 }
 
 /// Checks the request parameters; `Err` carries the message of a request error.
+fn check_params(params: &Params) -> Result<(), String> {
+    match &params.query {
+        Some(Value::String(_)) => {}
+        None | Some(Value::Null) => return Err("the request has no `query` string".into()),
+        Some(_) => return Err("`query` must be a string".into()),
+    }
+    if !matches!(
+        &params.operation_name,
+        None | Some(Value::Null | Value::String(_))
+    ) {
+        return Err("`operationName` must be a string or null".into());
+    }
+    if !matches!(
+        &params.variables,
+        None | Some(Value::Null | Value::Object(_))
+    ) {
+        return Err("`variables` must be an object or null".into());
+    }
+    if !matches!(
+        &params.extensions,
+        None | Some(Value::Null | Value::Object(_))
+    ) {
+        return Err("`extensions` must be an object or null".into());
+    }
+    Ok(())
+}
+
+/// Builds the GraphQL request from checked parameters; `Err` carries the message of a request
+/// error.
 pub(super) fn to_request(
     params: Params,
     info: &Arc<OperationInfo>,
 ) -> Result<async_graphql::Request, String> {
-    let query = match params.query {
-        Some(Value::String(q)) => q,
-        None | Some(Value::Null) => return Err("the request has no `query` string".into()),
-        Some(_) => return Err("`query` must be a string".into()),
+    check_params(&params)?;
+    let Some(Value::String(query)) = params.query else {
+        return Err("the request has no `query` string".into());
     };
     let mut request = async_graphql::Request::new(query);
-    match params.operation_name {
-        None | Some(Value::Null) => {}
-        Some(Value::String(name)) => request = request.operation_name(name),
-        Some(_) => return Err("`operationName` must be a string or null".into()),
+    if let Some(Value::String(name)) = params.operation_name {
+        request = request.operation_name(name);
     }
-    match params.variables {
-        None | Some(Value::Null) => {}
-        Some(v @ Value::Object(_)) => request = request.variables(Variables::from_json(v)),
-        Some(_) => return Err("`variables` must be an object or null".into()),
+    if let Some(v @ Value::Object(_)) = params.variables {
+        request = request.variables(Variables::from_json(v));
     }
-    match params.extensions {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(map)) => {
-            for (k, v) in map {
-                request
-                    .extensions
-                    .insert(k, async_graphql::Value::from_json(v).unwrap_or_default());
-            }
+    if let Some(Value::Object(map)) = params.extensions {
+        for (k, v) in map {
+            request
+                .extensions
+                .insert(k, async_graphql::Value::from_json(v).unwrap_or_default());
         }
-        Some(_) => return Err("`extensions` must be an object or null".into()),
     }
     Ok(request.data(info.clone()))
 }
@@ -293,14 +313,14 @@ async fn execute(
     if let Err(response) = persisted_query(app, media, &mut params).await {
         return response;
     }
-    let info = OperationInfo::new(is_get);
     let cache_parts = super::response_cache::request_parts(app, &params);
-    let request = match to_request(params, &info) {
-        Ok(r) => r,
-        Err(message) => {
-            return error_response(media.request_error_status(), media, "BAD_REQUEST", &message);
-        }
-    };
+    // parameters the cache accepts are well-formed (`to_request` would take them), so a hit is
+    // answered before the request is built without changing which error a bad request gets
+    if cache_parts.is_none()
+        && let Err(message) = check_params(&params)
+    {
+        return error_response(media.request_error_status(), media, "BAD_REQUEST", &message);
+    }
     let viewer = match authenticate(app, headers, media).await {
         Ok(v) => v,
         Err(response) => return response,
@@ -311,6 +331,13 @@ async fn execute(
     {
         return response;
     }
+    let info = OperationInfo::new(is_get);
+    let request = match to_request(params, &info) {
+        Ok(r) => r,
+        Err(message) => {
+            return error_response(media.request_error_status(), media, "BAD_REQUEST", &message);
+        }
+    };
     // staff (the ops console, GraphiQL) may always introspect and get suggestions
     let staff = matches!(&viewer, Viewer::Authenticated(s)
         if matches!(s.principal, domain::identity::Principal::Staff { .. }));

@@ -128,19 +128,62 @@ async fn deadline(
 
 async fn record_http_metrics(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
+    // labels borrowed from static strings where they can be: no allocation per request
+    let route = route_label(req.extensions().get::<MatchedPath>());
+    let method = method_label(req.method());
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
+    let status = status_label(response.status());
     metrics::counter!("ruizhu_http_requests_total",
         "method" => method.clone(), "route" => route.clone(), "status" => status)
     .increment(1);
     metrics::histogram!("ruizhu_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The routes `router` serves, as `MatchedPath` spells them.
+const ROUTES: &[&str] = &[
+    "/graphql",
+    "/graphql/ws",
+    "/partner/graphql",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/webhooks/wechatpay/notify",
+    "/webhooks/wechatpay/refund-notify",
+    "/graphiql",
+    "/graphiql/assets/{file}",
+];
+
+fn route_label(path: Option<&MatchedPath>) -> metrics::SharedString {
+    match path {
+        None => metrics::SharedString::const_str("unmatched"),
+        Some(p) => match ROUTES.iter().find(|r| **r == p.as_str()) {
+            Some(r) => metrics::SharedString::const_str(r),
+            None => metrics::SharedString::from_owned(p.as_str().to_owned()),
+        },
+    }
+}
+
+fn method_label(method: &axum::http::Method) -> metrics::SharedString {
+    const KNOWN: &[&str] = &["GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"];
+    match KNOWN.iter().find(|m| **m == method.as_str()) {
+        Some(m) => metrics::SharedString::const_str(m),
+        None => metrics::SharedString::from_owned(method.as_str().to_owned()),
+    }
+}
+
+fn status_label(status: StatusCode) -> metrics::SharedString {
+    match status.as_u16() {
+        200 => metrics::SharedString::const_str("200"),
+        204 => metrics::SharedString::const_str("204"),
+        400 => metrics::SharedString::const_str("400"),
+        401 => metrics::SharedString::const_str("401"),
+        404 => metrics::SharedString::const_str("404"),
+        429 => metrics::SharedString::const_str("429"),
+        503 => metrics::SharedString::const_str("503"),
+        _ => metrics::SharedString::from_owned(status.as_str().to_owned()),
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish

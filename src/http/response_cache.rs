@@ -17,6 +17,7 @@ use domain::response_cache::{ResponseCache, ResponseKey, response_key};
 use resolvers::OperationInfo;
 use resolvers::auth::Viewer;
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 
 use super::graphql::{MediaType, Params};
 use crate::app::App;
@@ -71,8 +72,20 @@ pub(super) fn request_parts(app: &App, params: &Params) -> Option<RequestParts> 
         Some(v @ Value::Object(_)) => v.to_string(),
         Some(_) => return None,
     };
+    // the document's SHA-256: an APQ request's hash is it (checked against the text when the
+    // text was registered), so it is not computed again
+    let apq_hash = params
+        .extensions
+        .as_ref()
+        .and_then(|e| e.get("persistedQuery"))
+        .and_then(|p| p.get("sha256Hash"))
+        .and_then(Value::as_str);
+    let mut document = [0u8; 32];
+    if apq_hash.is_none_or(|h| hex::decode_to_slice(h, &mut document).is_err()) {
+        document = Sha256::digest(text.as_bytes()).into();
+    }
     Some(RequestParts {
-        document: response_key(&[text.as_bytes()]),
+        document,
         operation,
         variables,
     })
