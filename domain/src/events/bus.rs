@@ -196,8 +196,15 @@ impl KafkaBus {
             )
             .set("session.timeout.ms", "10000")
             // deliver soon after an event arrives, even if the broker does not wake
-            // long-polling fetches
-            .set("fetch.wait.max.ms", "20")
+            // long-polling fetches; the live groups (fan-out, invalidation) sooner still
+            .set(
+                "fetch.wait.max.ms",
+                if from_latest {
+                    self.settings.live_fetch_wait_ms.clamp(1, 20).to_string()
+                } else {
+                    "20".to_owned()
+                },
+            )
             .set("topic.metadata.refresh.interval.ms", "5000")
             .create()?;
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();

@@ -41,6 +41,10 @@ pub struct KafkaSettings {
     pub relay_batch: i64,
     /// Bound on one produce (delivery report) or admin call, in milliseconds.
     pub timeout_ms: u64,
+    /// Longest the broker may hold a fetch of the per-process live groups (subscription
+    /// fan-out, cache invalidation), in milliseconds: with a broker that answers a long poll only
+    /// when it runs out, this is what an event waits on its way to a subscriber.
+    pub live_fetch_wait_ms: u64,
 }
 
 impl Default for KafkaSettings {
@@ -54,6 +58,7 @@ impl Default for KafkaSettings {
             relay_interval_ms: 25,
             relay_batch: 500,
             timeout_ms: 5_000,
+            live_fetch_wait_ms: 5,
         }
     }
 }
