@@ -6,7 +6,8 @@
 //! sends a batch when the poll that started it ends instead. An operation's sibling fields are
 //! all polled in one poll of the executor (a list's items are joined, not awaited one by one), so
 //! every key a level asks for is registered before that poll returns; the batch goes out right
-//! then, with no timer and no extra wait.
+//! then, with no timer and no extra wait. (That holds as long as nothing in the fields spends
+//! tokio's cooperative budget and yields part-way through a poll: hence the channel below.)
 //!
 //! The end of a poll is marked by [`flush_scope`], which wraps the execution of every operation
 //! (the `Observe` extension's `execute` hook), and by [`flush_scope_stream`] around every
@@ -26,7 +27,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_graphql::dataloader::Loader;
-use tokio::sync::oneshot;
+// not tokio's oneshot: receiving from it spends the task's cooperative budget (128 per poll), so
+// when a batch answered a long page, only the first 128 waiters went on in that poll and the
+// executor (`FuturesUnordered`) left the rest for later polls: the next level's keys went out in
+// several batches (the statement guard caught it: 101 statements for 50 products instead of 5)
+use futures::channel::oneshot;
 
 type Flush = Box<dyn FnOnce() + Send>;
 
@@ -287,6 +292,42 @@ mod tests {
             *b.inner.loader.batches.lock().unwrap(),
             vec![(1..=20).collect::<Vec<u32>>()]
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_page_larger_than_the_cooperative_budget_is_still_one_batch_per_level() {
+        use futures::StreamExt as _;
+        // 300 two-level lookups in one `FuturesUnordered`, as the executor resolves a long list.
+        // When the first batch answers, all 300 waiters are ready in one poll; had receiving
+        // spent tokio's cooperative budget (128 per poll, in a spawned task like a request),
+        // the rest would have been left for later polls and their second-level keys sent as
+        // further batches
+        let b = Arc::new(Batcher::new(
+            Doubler::default(),
+            Duration::from_secs(60),
+            1_000,
+            true,
+        ));
+        let task = b.clone();
+        let values = tokio::spawn(async move {
+            let pending: futures::stream::FuturesUnordered<_> = (1..=300u32)
+                .map(|k| {
+                    let b = task.clone();
+                    async move {
+                        b.load_one(k).await?;
+                        b.load_one(k + 2_000).await
+                    }
+                })
+                .collect();
+            flush_scope(pending.collect::<Vec<_>>()).await
+        })
+        .await
+        .unwrap();
+        assert_eq!(values.len(), 300);
+        assert!(values.iter().all(Result::is_ok));
+        let batches = b.inner.loader.batches.lock().unwrap();
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![300, 300]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
