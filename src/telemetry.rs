@@ -45,6 +45,9 @@ where
     drop(installed);
 }
 
+/// How often histogram samples are folded into their buckets when nothing scrapes `/metrics`.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -61,6 +64,18 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // fails only if another recorder was installed first; then ours just stays empty
             let _ = metrics::set_global_recorder(recorder);
+            // a recorder built by hand is not drained by itself: every histogram sample (two of
+            // 8 bytes per request) stayed in memory until the next scrape, so a process nobody
+            // scraped grew without bound and slowed down; fold them every few seconds regardless
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".to_owned())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
             handle
         })
         .clone()
