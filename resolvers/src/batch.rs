@@ -3,11 +3,13 @@
 //! async-graphql's own `DataLoader` collects keys for a fixed window and waits with
 //! `tokio::time::sleep`, whose resolution is one millisecond: every nested loader level cost a
 //! full timer tick or more, whatever the window (measured in `docs/performance.md`). This one
-//! sends a batch when the poll that started it ends instead. An operation's sibling fields are
-//! all polled in one poll of the executor (a list's items are joined, not awaited one by one), so
-//! every key a level asks for is registered before that poll returns; the batch goes out right
-//! then, with no timer and no extra wait. (That holds as long as nothing in the fields spends
-//! tokio's cooperative budget and yields part-way through a poll: hence the channel below.)
+//! sends a batch when the operation that opened it next waits: when a poll of the operation ends
+//! without the operation having been woken during it. An operation's fields and list items are
+//! joined, not awaited one by one, so by then every key a level asks for is registered; the batch
+//! goes out with no timer and no extra wait. (async-graphql's executor yields on purpose every
+//! few fields — it wakes itself and returns — so "the end of a poll" alone would send a long
+//! list's keys in many small batches; and receiving must not spend tokio's cooperative budget,
+//! hence the channel below.)
 //!
 //! The end of a poll is marked by [`flush_scope`], which wraps the execution of every operation
 //! (the `Observe` extension's `execute` hook), and by [`flush_scope_stream`] around every
@@ -23,7 +25,9 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use async_graphql::dataloader::Loader;
@@ -36,40 +40,87 @@ use futures::channel::oneshot;
 type Flush = Box<dyn FnOnce() + Send>;
 
 tokio::task_local! {
-    /// Batches started during the current poll of an operation, sent when the poll returns.
+    /// Batches opened during the current poll of an operation.
     static SCOPE: RefCell<Vec<Flush>>;
 }
 
-/// Runs `fut`, sending the batches each of its polls started as soon as that poll returns.
-pub async fn flush_scope<F: Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        let (poll, started) = SCOPE.sync_scope(RefCell::new(Vec::new()), || {
-            let poll = fut.as_mut().poll(cx);
-            (poll, SCOPE.with(RefCell::take))
-        });
-        for flush in started {
+/// Batches opened by an operation and not sent yet; sent when dropped (an operation cancelled
+/// between polls must not leave other operations waiting on a batch it opened).
+#[derive(Default)]
+struct Opened(Vec<Flush>);
+
+impl Opened {
+    fn send(&mut self) {
+        for flush in self.0.drain(..) {
             flush();
         }
-        poll
-    })
-    .await
+    }
 }
 
-/// [`flush_scope`] for a stream: each event of a subscription resolves its fields in one poll.
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.send();
+    }
+}
+
+/// A waker that notes whether it was woken: a poll during which the task was woken again is not
+/// where the task waits (async-graphql's executor yields on purpose after every few fields and
+/// list items, waking itself first), so batches are kept open across it.
+struct Noting {
+    woken: AtomicBool,
+    inner: Waker,
+}
+
+impl Wake for Noting {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Relaxed);
+        self.inner.wake_by_ref();
+    }
+}
+
+/// One poll of an operation inside the scope: batches it opens join `opened`, and all of them
+/// go out when the poll ends with the operation really waiting (not woken during the poll) or
+/// done.
+fn poll_scoped<T>(
+    opened: &mut Opened,
+    cx: &mut Context<'_>,
+    poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+) -> Poll<T> {
+    let noting = Arc::new(Noting {
+        woken: AtomicBool::new(false),
+        inner: cx.waker().clone(),
+    });
+    let waker = Waker::from(noting.clone());
+    let (result, started) = SCOPE.sync_scope(RefCell::new(Vec::new()), || {
+        let result = poll(&mut Context::from_waker(&waker));
+        (result, SCOPE.with(RefCell::take))
+    });
+    opened.0.extend(started);
+    if result.is_ready() || !noting.woken.load(Ordering::Relaxed) {
+        opened.send();
+    }
+    result
+}
+
+/// Runs `fut`, sending the batches it opens when it next waits for them.
+pub async fn flush_scope<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut opened = Opened::default();
+    std::future::poll_fn(|cx| poll_scoped(&mut opened, cx, |cx| fut.as_mut().poll(cx))).await
+}
+
+/// [`flush_scope`] for a stream: each event of a subscription resolves its fields in its polls.
 pub fn flush_scope_stream<S: futures::Stream + Send>(
     stream: S,
 ) -> impl futures::Stream<Item = S::Item> + Send {
     let mut stream = Box::pin(stream);
+    let mut opened = Opened::default();
     futures::stream::poll_fn(move |cx| {
-        let (poll, started) = SCOPE.sync_scope(RefCell::new(Vec::new()), || {
-            let poll = stream.as_mut().poll_next(cx);
-            (poll, SCOPE.with(RefCell::take))
-        });
-        for flush in started {
-            flush();
-        }
-        poll
+        poll_scoped(&mut opened, cx, |cx| stream.as_mut().poll_next(cx))
     })
 }
 
@@ -241,7 +292,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     /// Doubles its keys and records every batch it was called with.
     #[derive(Default)]
@@ -328,6 +379,90 @@ mod tests {
         let batches = b.inner.loader.batches.lock().unwrap();
         let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![300, 300]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn items_that_yield_part_way_still_share_one_batch() {
+        use futures::StreamExt as _;
+        // async-graphql resolves an object's fields in a `FuturesUnordered`, which wakes its task
+        // and returns after polling each of them once; the list around them then stops after two
+        // such items. Sent at the end of every poll, these 50 items' keys went out two at a time.
+        let b = Arc::new(Batcher::new(
+            Doubler::default(),
+            Duration::from_secs(60),
+            1_000,
+            true,
+        ));
+        let task = b.clone();
+        let items = tokio::spawn(flush_scope(async move {
+            let items: futures::stream::FuturesUnordered<_> = (1..=50u32)
+                .map(|k| {
+                    let b = task.clone();
+                    async move {
+                        let fields: futures::stream::FuturesUnordered<_> = [k, k + 100, k + 200]
+                            .into_iter()
+                            .map(|k| b.load_one(k))
+                            .collect();
+                        fields.collect::<Vec<_>>().await
+                    }
+                })
+                .collect();
+            items.collect::<Vec<_>>().await
+        }))
+        .await
+        .unwrap();
+        assert_eq!(items.len(), 50);
+        let sizes: Vec<usize> = b
+            .inner
+            .loader
+            .batches
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, vec![150]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_opened_by_a_cancelled_operation_still_goes_out() {
+        let b = Arc::new(Batcher::new(
+            Doubler::default(),
+            Duration::from_secs(60),
+            1_000,
+            true,
+        ));
+        // operation A opens the batch and is dropped after one poll (its client went away) while
+        // it keeps the batch open (it woke itself); B joined the batch and must still be answered
+        let (a, b2) = (b.clone(), b.clone());
+        let mut op_a = Box::pin(flush_scope(async move {
+            let wanted = a.load_one(1);
+            futures::pin_mut!(wanted);
+            let _ = futures::poll!(wanted.as_mut());
+            // wakes itself during the poll, as the executor does: the batch stays open
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if std::mem::replace(&mut yielded, true) {
+                    Poll::Ready(())
+                } else {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            })
+            .await;
+            wanted.await
+        }));
+        let _ = futures::poll!(op_a.as_mut());
+        // B, outside any scope, joins the open batch (were it to open its own, it would wait
+        // the minute's window and time out below)
+        let mut op_b = Box::pin(b2.load_one(2));
+        assert!(futures::poll!(op_b.as_mut()).is_pending());
+        drop(op_a);
+        let got = tokio::time::timeout(Duration::from_secs(5), op_b)
+            .await
+            .expect("B answered")
+            .unwrap();
+        assert_eq!(got, Some(4));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
