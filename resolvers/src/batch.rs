@@ -322,7 +322,7 @@ mod tests {
     }
 
     fn batcher(window: Duration) -> Arc<Batcher<Doubler>> {
-        Arc::new(Batcher::new(Doubler::default(), window, 100, true))
+        Arc::new(Batcher::new(Doubler::default(), window, 1_000, true))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,12 +353,7 @@ mod tests {
         // spent tokio's cooperative budget (128 per poll, in a spawned task like a request),
         // the rest would have been left for later polls and their second-level keys sent as
         // further batches
-        let b = Arc::new(Batcher::new(
-            Doubler::default(),
-            Duration::from_secs(60),
-            1_000,
-            true,
-        ));
+        let b = batcher(Duration::from_secs(60));
         let task = b.clone();
         let values = tokio::spawn(async move {
             let pending: futures::stream::FuturesUnordered<_> = (1..=300u32)
@@ -387,12 +382,7 @@ mod tests {
         // async-graphql resolves an object's fields in a `FuturesUnordered`, which wakes its task
         // and returns after polling each of them once; the list around them then stops after two
         // such items. Sent at the end of every poll, these 50 items' keys went out two at a time.
-        let b = Arc::new(Batcher::new(
-            Doubler::default(),
-            Duration::from_secs(60),
-            1_000,
-            true,
-        ));
+        let b = batcher(Duration::from_secs(60));
         let task = b.clone();
         let items = tokio::spawn(flush_scope(async move {
             let items: futures::stream::FuturesUnordered<_> = (1..=50u32)
@@ -426,12 +416,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_opened_by_a_cancelled_operation_still_goes_out() {
-        let b = Arc::new(Batcher::new(
-            Doubler::default(),
-            Duration::from_secs(60),
-            1_000,
-            true,
-        ));
+        let b = batcher(Duration::from_secs(60));
         // operation A opens the batch and is dropped after one poll (its client went away) while
         // it keeps the batch open (it woke itself); B joined the batch and must still be answered
         let (a, b2) = (b.clone(), b.clone());
