@@ -94,6 +94,19 @@ struct PoolHealth {
     last_lost_ms: AtomicU64,
 }
 
+/// A lost connection seen only once its error reached the domain: diesel-async reports a
+/// statement's failure to the pool's instrumentation when the statement starts, but not when
+/// its result stream breaks while rows are read, and then the error no longer knows its pool.
+/// Process-wide for that reason (a process has one pool; tests' extra pools pay a `SELECT 1`).
+static LOST_IN_PROCESS: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
+/// Notes a lost connection found outside the pool's instrumentation (see [`LOST_IN_PROCESS`]).
+pub(crate) fn note_connection_lost_in_process() {
+    *LOST_IN_PROCESS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
+}
+
 /// How long after a lost connection pooled connections are checked before use.
 const VERIFY_AFTER_LOSS: Duration = Duration::from_secs(10);
 
@@ -109,7 +122,11 @@ impl PoolHealth {
 
     fn recently_lost(&self) -> bool {
         let at = AtomicU64::load(&self.last_lost_ms, Ordering::Relaxed);
-        at != 0 && self.now_ms() + 1 - at < VERIFY_AFTER_LOSS.as_millis() as u64
+        (at != 0 && self.now_ms() + 1 - at < VERIFY_AFTER_LOSS.as_millis() as u64)
+            || LOST_IN_PROCESS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some_and(|at| at.elapsed() < VERIFY_AFTER_LOSS)
     }
 }
 

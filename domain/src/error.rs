@@ -9,7 +9,7 @@ pub type DomainResult<T> = Result<T, DomainError>;
 pub enum DomainError {
     /// The database answered with an error.
     #[error("database error: {0}")]
-    Database(#[from] diesel::result::Error),
+    Database(diesel::result::Error),
     /// No database connection could be obtained in time.
     #[error("database unavailable: {0}")]
     Pool(String),
@@ -39,6 +39,16 @@ pub fn connection_lost(e: &diesel::result::Error) -> bool {
         }
         diesel::result::Error::BrokenTransactionManager => true,
         _ => false,
+    }
+}
+
+impl From<diesel::result::Error> for DomainError {
+    fn from(e: diesel::result::Error) -> Self {
+        if connection_lost(&e) {
+            // a result stream that broke while rows were read reports the loss here only
+            crate::db::note_connection_lost_in_process();
+        }
+        DomainError::Database(e)
     }
 }
 
